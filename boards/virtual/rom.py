@@ -1,0 +1,47 @@
+# The virtual board's "ROM": what a port's C main() does before the REPL.
+#
+# `pgw vboard` runs `micropython -X heapsize=..wK -i rom.py`. This mounts
+# the board's flash directory as "/", runs boot.py and (after a power-on
+# or friendly soft reboot) main.py the way ports/esp32/main.c does, then
+# hands over to the interpreter's own REPL.
+
+
+def _rom():
+    import os
+    import sys
+
+    # The stand-ins live outside the flash, so import them before mounting.
+    import vboard_link
+    import machine
+    import network
+    from flash import HostDirFlash
+
+    os.umount("/")
+    os.mount(HostDirFlash(os.getenv("PGW_VBOARD_ROOT")), "/")
+    os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+
+    scripts = ("boot.py",)
+    if os.getenv("PGW_VBOARD_MODE") != "raw":  # raw-REPL soft reboot skips main.py
+        scripts = ("boot.py", "main.py")
+    g = globals()
+    for name in scripts:
+        try:
+            os.stat(name)
+        except OSError:
+            continue
+        try:
+            with open(name) as f:
+                source = f.read()
+            exec(compile(source, name, "exec"), g)
+            source = None
+        except SystemExit:
+            # On a board, SystemExit from boot.py or main.py is a soft reboot.
+            machine.soft_reset()
+        except BaseException as e:  # KeyboardInterrupt included: print, then REPL
+            sys.print_exception(e)
+    vboard_link.request("ready", "go")
+
+
+_rom()
+del _rom

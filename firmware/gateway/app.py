@@ -1,0 +1,117 @@
+# The gateway app: an asyncio loop with the watchdog, the heartbeat and
+# the technician console. Later capabilities add their tasks here.
+import gc
+import sys
+
+import asyncio
+import machine
+
+from compat import heap_free_alloc32, print_exception, ticks_diff, ticks_ms
+from gateway import boot, usbconsole
+from gateway.version import VERSION
+from techconsole import Arg, CommandTable, ConsoleError, table
+
+
+class Uptime:
+    # ticks_ms wraps after 12.4 days; a gateway runs for years.
+    def __init__(self, start):
+        self._last = start
+        self._ms = ticks_diff(ticks_ms(), start)
+
+    def seconds(self):
+        now = ticks_ms()
+        self._ms += ticks_diff(now, self._last)
+        self._last = now
+        return self._ms // 1000
+
+
+def _kb(nbytes):
+    return "%d.%d KB" % (nbytes // 1024, nbytes % 1024 * 10 // 1024)
+
+
+class App:
+    def __init__(self):
+        self.config = boot.config
+        self.board = boot.board
+        self.uptime = Uptime(boot.boot_ticks)
+        self.crash = None
+        self.crashed = asyncio.Event()
+        self.commands = CommandTable()
+        self.commands.add("status", self.cmd_status, "firmware, board, uptime, heap, boots, reset cause")
+        self.commands.add("reboot", self.cmd_reboot, "restart the gateway (machine.reset)",
+                          (Arg("delay_ms", "int", 0, 60000, optional=True),))
+
+    def heap_line(self):
+        gc.collect()
+        free, used = heap_free_alloc32()
+        return "%s free, %s used" % (_kb(free), _kb(used))
+
+    def cmd_status(self):
+        rows = [
+            ("firmware", VERSION),
+            ("board", "%s (%s)" % (self.board.name, self.board.title)),
+            ("uptime", "%d s" % self.uptime.seconds()),
+            ("heap", self.heap_line() + " (32-bit equivalent)"),
+            ("boots", boot.record.boots),
+            ("reset", boot.reset_cause_name()),
+        ]
+        if boot.config_errors:
+            rows.append(("config", "; ".join(boot.config_errors)))
+        return table(rows)
+
+    def cmd_reboot(self, delay_ms=100):
+        asyncio.create_task(self._reboot(delay_ms))
+        return "rebooting in %d ms" % delay_ms
+
+    async def _reboot(self, delay_ms):
+        await asyncio.sleep_ms(delay_ms)
+        machine.reset()
+
+    async def watchdog(self):
+        # Fed from the event loop, so a stalled loop resets the board.
+        period = self.config["watchdog_ms"]
+        wdt = machine.WDT(timeout=period)
+        while True:
+            wdt.feed()
+            await asyncio.sleep_ms(period // 4)
+
+    async def heartbeat(self):
+        led_on = False
+        while True:
+            led_on = not led_on
+            if self.board.has("status_led"):
+                self.board.set_active("status_led", led_on)
+            usbconsole.say("hb up %ds heap %s" % (self.uptime.seconds(), self.heap_line()))
+            await asyncio.sleep(self.config["heartbeat_s"])
+
+    async def healthy(self):
+        await asyncio.sleep(self.config["healthy_after_s"])
+        boot.mark_app_healthy()
+
+    def on_task_error(self, loop, context):
+        # A task died: the app as a whole has crashed. main() reports it
+        # and the watchdog (no longer fed) resets the board.
+        self.crash = context.get("exception")
+        self.crashed.set()
+
+    async def run(self):
+        asyncio.get_event_loop().set_exception_handler(self.on_task_error)
+        asyncio.create_task(self.watchdog())
+        asyncio.create_task(self.heartbeat())
+        asyncio.create_task(self.healthy())
+        asyncio.create_task(usbconsole.serve(self.commands))
+        await self.crashed.wait()
+        raise self.crash or RuntimeError("app task failed")
+
+
+def main():
+    boot.mark_app_start()
+    try:
+        asyncio.run(App().run())
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        print_exception(e)
+        print("pgw: app crashed; REPL available (the watchdog will reset the board)")
+    finally:
+        asyncio.new_event_loop()

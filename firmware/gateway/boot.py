@@ -1,0 +1,83 @@
+# What boot.py does: fail-safe outputs, the boot record, safe mode.
+# main.py and the app read `board`, `config`, `safe_reason` from here.
+import os
+
+import machine
+
+from compat import ticks_ms
+from gateway import board as _board
+from gateway import config as _config
+from safemode import BootRecord, decide
+
+STATE_DIR = "/state"
+RECORD = STATE_DIR + "/boot.txt"
+
+board = None
+config = None
+config_errors = []
+record = None
+safe_reason = "boot did not finish"  # run() replaces it; a failed boot stays safe
+boot_ticks = ticks_ms()
+
+_CAUSE_NAMES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET")
+
+
+def reset_cause_name():
+    cause = machine.reset_cause()
+    for name in _CAUSE_NAMES:
+        if getattr(machine, name, None) == cause:
+            return name
+    return "UNKNOWN(%d)" % cause
+
+
+def load_record():
+    try:
+        with open(RECORD, "rb") as f:
+            return BootRecord.decode(f.read(64))
+    except OSError:
+        return BootRecord()
+
+
+def save_record(rec):
+    # Write then rename: a power cut leaves the old record or the new one.
+    try:
+        os.mkdir(STATE_DIR)
+    except OSError:
+        pass
+    tmp = RECORD + ".new"
+    with open(tmp, "wb") as f:
+        f.write(rec.encode())
+    os.rename(tmp, RECORD)
+
+
+def mark_app_start():
+    record.unhealthy += 1
+    save_record(record)
+
+
+def mark_app_healthy():
+    if record.unhealthy:
+        record.unhealthy = 0
+        save_record(record)
+
+
+def leave_safe_mode():
+    # For the technician at the REPL, after fixing what crashed:
+    #   import gateway.boot; gateway.boot.leave_safe_mode(); machine.reset()
+    record.unhealthy = 0
+    save_record(record)
+
+
+def run():
+    global board, config, config_errors, record, safe_reason
+    board = _board.load()
+    board.failsafe()
+    config, config_errors = _config.load()
+    record = load_record()
+    record.boots += 1
+    save_record(record)
+    held = board.has("button") and board.input_active("button")
+    safe_reason = decide(record, held, config["safe_mode_after"])
+    print("pgw: boot %d, board %s, reset %s%s" % (
+        record.boots, board.name, reset_cause_name(),
+        ", SAFE MODE: " + safe_reason if safe_reason else ""))

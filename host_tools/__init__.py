@@ -1,0 +1,1 @@
+"""Prosumer Gateway host tools (CPython)."""

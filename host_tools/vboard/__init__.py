@@ -1,0 +1,3 @@
+"""The virtual board: the firmware on real MicroPython, reached like a USB board."""
+
+from host_tools.vboard.channel import ChannelError, GpioChannel  # noqa: F401

@@ -1,0 +1,652 @@
+"""The virtual board: real MicroPython behind a pty, driven like a USB board.
+
+Two pty pairs carry the USB console. Clients (mpremote, `pgw console`) open
+the *link* pty, which lives as long as the supervisor does; the interpreter
+runs on its own pty, made anew at every boot and set as its controlling
+terminal so that Ctrl-C raises KeyboardInterrupt. The supervisor copies
+bytes between the two and plays the parts of a board the unix port lacks:
+
+* a reset (Ctrl-D, `machine.reset()`, the watchdog) ends the process; the
+  supervisor starts it again and prints the `soft reboot` banner where a
+  board would, so mpremote works without `resume`;
+* after a soft reboot from the raw REPL it re-enters the raw REPL and only
+  then lets the host talk, as a board does;
+* the stand-in `machine` module reports pins, PWM and the watchdog over a
+  loopback socket (see boards/virtual/vboard_link.py), and the host sees
+  them, time-stamped, on the GPIO channel (a unix socket, JSON lines);
+* each board UART is a pty of its own for a meter simulator to open.
+"""
+
+import collections
+import errno
+import fcntl
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import termios
+import time
+import tty
+from pathlib import Path
+
+from host_tools.boards import load_board
+
+REPO = Path(__file__).resolve().parents[2]
+VIRTUAL_DIR = REPO / "boards" / "virtual"
+ROM = VIRTUAL_DIR / "rom.py"
+
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+FRIENDLY_BANNER = b'Type "help()" for more information.'
+SOFT_REBOOT = b"MPY: soft reboot\r\n"
+EVENT_HISTORY = 20000
+VIRTUAL_UARTS = (1, 2)
+
+
+def micropython_path():
+    exe = Path(sys.executable).parent / "micropython"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("micropython")
+    if not found:
+        raise FileNotFoundError("no micropython interpreter: run `make test` or install the project")
+    return found
+
+
+def _make_link(path, target):
+    path = Path(path)
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        raise FileExistsError(f"{path} exists and is not a symlink; refusing to replace it")
+    path.symlink_to(target)
+
+
+class HostPort:
+    """The host end of a pty: its slave is what a client opens by path.
+
+    While no client has the slave open the master reports POLLHUP; output
+    for the port is then dropped, as a USB CDC port drops it, instead of
+    piling up for whoever opens the port next.
+    """
+
+    def __init__(self, link):
+        self.master, slave = os.openpty()
+        tty.setraw(slave)  # no echo: an echoing line discipline would loop output back as input
+        self.slave_path = os.ttyname(slave)
+        os.close(slave)
+        os.set_blocking(self.master, False)
+        self.link = Path(link)
+        _make_link(self.link, self.slave_path)
+        self.connected = False
+        self.dropped = 0
+        self._probe = select.poll()
+        self._probe.register(self.master, select.POLLIN)
+
+    def check(self):
+        """Return True when a client has just opened the port."""
+        if self.connected:
+            return False
+        hup = any(ev & select.POLLHUP for _fd, ev in self._probe.poll(0))
+        if not hup:
+            self.connected = True
+            return True
+        return False
+
+    def read(self):
+        try:
+            return os.read(self.master, 4096)
+        except BlockingIOError:
+            return b""
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise
+            # The last client closed the port: forget what it did not read.
+            self.connected = False
+            termios.tcflush(self.master, termios.TCIOFLUSH)
+            return None
+
+    def write(self, data):
+        if not self.connected:
+            self.dropped += len(data)
+            return
+        try:
+            n = os.write(self.master, data)
+        except (BlockingIOError, OSError):
+            n = 0
+        self.dropped += len(data) - n
+
+    def close(self):
+        try:
+            if self.link.is_symlink():
+                self.link.unlink()
+        finally:
+            os.close(self.master)
+
+
+class VirtualBoard:
+    def __init__(self, root, link, board="virtual", heap_kb=None, uid=None, log=None):
+        self.board = load_board(board)
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.link = Path(link)
+        self.heap_kb = heap_kb or self.board.heap_kb
+        self.uid = uid or _uid_for(self.root)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.token = secrets.token_hex(8)
+        self.roles = {str(g): r for g, r in self.board.role_of_gpio().items()}
+        self.gpios = {r: str(g) for g, r in self.roles.items()}
+        self.inputs = {}  # gpio -> value, held across reboots like a held button
+
+        self.console = HostPort(self.link)
+        self.uarts = {}
+        rs485 = self.board.buses.get("rs485_uart")
+        for uid_ in sorted(set(VIRTUAL_UARTS) | ({rs485} if rs485 is not None else set())):
+            port = HostPort(f"{self.link}.uart{uid_}")
+            self.uarts[str(uid_)] = port
+        self.extra_links = []
+        if rs485 is not None:
+            alias = Path(f"{self.link}.rs485")
+            _make_link(alias, self.uarts[str(rs485)].slave_path)
+            self.extra_links.append(alias)
+
+        self.ctl = socket.socket()
+        self.ctl.bind(("127.0.0.1", 0))
+        self.ctl.listen(8)
+        self.gpio_path = Path(f"{self.link}.gpio")
+        if self.gpio_path.exists() or self.gpio_path.is_symlink():
+            self.gpio_path.unlink()
+        self.gpio_srv = socket.socket(socket.AF_UNIX)
+        self.gpio_srv.bind(str(self.gpio_path))
+        self.gpio_srv.listen(8)
+        self.gpio_clients = {}  # socket -> receive buffer
+
+        self.events = collections.deque(maxlen=EVENT_HISTORY)
+        self.seq = 0
+        self.proc = None
+        self.pty = None
+        self.board_conn = None
+        self.board_rx = b""
+        self.uart_conns = {}  # socket -> uart id
+        self.pending_conns = {}  # socket -> first-line buffer
+        self.i2c_devices = {}  # (bus, addr) -> model with write(bytes) / read(n)
+
+        self.raw = False  # the interpreter is in the raw REPL
+        self.swallow = None  # None | "prompt" | "banner": re-entering the raw REPL
+        self.swallowed = b""
+        self.held = bytearray()  # host input held while the board is not listening
+        self.tail = b""  # last console bytes, for banners split across reads
+        self.cause = "PWRON_RESET"
+        self.pending = None  # (cause, mode, soft_banner, delay_s) of a requested restart
+        self.wdt_timeout = None
+        self.wdt_deadline = None
+        self.boots = 0
+        self.recent_spawns = collections.deque(maxlen=5)
+        self.stopping = False
+
+    # ---- events seen by the host (GPIO channel) ----
+
+    def emit(self, kind, **fields):
+        self.seq += 1
+        ev = {"seq": self.seq, "t": time.time(), "kind": kind, **fields}
+        self.events.append(ev)
+        line = (json.dumps(ev) + "\n").encode()
+        for client in list(self.gpio_clients):
+            self._gpio_send(client, line)
+
+    def _gpio_send(self, client, data):
+        try:
+            client.sendall(data)
+        except OSError:
+            self._gpio_drop(client)
+
+    def _gpio_drop(self, client):
+        self.gpio_clients.pop(client, None)
+        client.close()
+
+    # ---- the interpreter process ----
+
+    def spawn(self, mode, cause):
+        now = time.monotonic()
+        if len(self.recent_spawns) == self.recent_spawns.maxlen and now - self.recent_spawns[0] < 1.0:
+            time.sleep(0.5)  # a boot loop: pace it as a real board's boot time would
+        self.recent_spawns.append(time.monotonic())
+        master, slave = os.openpty()
+        attrs = termios.tcgetattr(slave)
+        tty.setraw(slave)
+        attrs = termios.tcgetattr(slave)
+        attrs[3] |= termios.ISIG  # Ctrl-C -> SIGINT -> KeyboardInterrupt, as a board's UART IRQ does
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        env = dict(os.environ)
+        env.update(
+            PGW_VBOARD_PORT=str(self.ctl.getsockname()[1]),
+            PGW_VBOARD_TOKEN=self.token,
+            PGW_VBOARD_ROOT=str(self.root),
+            PGW_VBOARD_MODE=mode,
+            PGW_VBOARD_RESET_CAUSE=cause,
+            PGW_VBOARD_UID=self.uid,
+            PGW_VBOARD_CPU_HZ=str(self.board.cpu_hz),
+        )
+        cmd = [micropython_path(), "-X", f"heapsize={self.heap_kb}wK", "-i", str(ROM)]
+
+        def controlling_tty():
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(
+            cmd, stdin=slave, stdout=slave, stderr=slave, cwd=str(self.root), env=env,
+            start_new_session=True, preexec_fn=controlling_tty, close_fds=True,
+        )
+        os.close(slave)
+        os.set_blocking(master, False)
+        self.pty = master
+        self.cause = cause
+        self.raw = mode == "raw"
+        self.swallow = None
+        self.wdt_timeout = self.wdt_deadline = None
+        self.boots += 1
+        self.emit("boot", boot=self.boots, cause=cause, mode=mode, pid=self.proc.pid)
+        if mode == "raw":
+            self.swallow = "pending"  # hold the host until the raw REPL is back
+        else:
+            self._flush_held()  # keys typed during the reboot reach main.py
+
+    def kill(self, cause, mode="friendly", soft_banner=False, delay_s=0.0):
+        """End the interpreter now; it boots again with the given reset cause."""
+        if self.pending is None:
+            self.pending = (cause, mode, soft_banner, delay_s)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
+    def _reap(self):
+        code = self.proc.wait()
+        self._drain_pty()
+        os.close(self.pty)
+        self.pty = None
+        self.proc = None
+        self._close_board_conns()
+        self.emit("exit", code=code)
+        if self.stopping:
+            return
+        if self.pending is not None:
+            cause, mode, soft_banner, delay_s = self.pending
+            self.pending = None
+        elif code == 0:
+            # Ctrl-D at a REPL ends the unix port; a board soft-reboots and
+            # keeps its reset cause. From the raw REPL main.py is skipped.
+            cause, mode, soft_banner, delay_s = self.cause, "raw" if self.raw else "friendly", True, 0.0
+        else:
+            cause, mode, soft_banner, delay_s = "HARD_RESET", "friendly", False, 0.0
+            self.console.write(b"\r\n[vboard] interpreter died (exit %d): hard reset\r\n" % code)
+        if soft_banner:
+            self.console.write(SOFT_REBOOT)
+        if delay_s:
+            time.sleep(min(delay_s, 60.0))
+        self.spawn(mode, cause)
+
+    def _close_board_conns(self):
+        for s in [self.board_conn, *self.uart_conns, *self.pending_conns]:
+            if s is not None:
+                s.close()
+        self.board_conn = None
+        self.board_rx = b""
+        self.uart_conns.clear()
+        self.pending_conns.clear()
+
+    # ---- console bytes ----
+
+    def _drain_pty(self):
+        while self.pty is not None:
+            try:
+                data = os.read(self.pty, 4096)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            self._from_board(data)
+
+    def _from_board(self, data):
+        if self.swallow in ("prompt", "banner"):
+            self.swallowed += data
+            if self.swallow == "prompt":
+                i = self.swallowed.find(b">>> ")
+                if i < 0:
+                    return
+                self.swallowed = self.swallowed[i + 4 :]
+                self.swallow = "banner"
+                os.write(self.pty, b"\x01")
+            i = self.swallowed.find(RAW_BANNER)
+            if i < 0:
+                return
+            data = self.swallowed[i:]
+            self.swallowed = b""
+            self.swallow = None
+            self.raw = True
+            self._flush_held()
+        scan = self.tail + data
+        r, f = scan.rfind(RAW_BANNER), scan.rfind(FRIENDLY_BANNER)
+        if r >= 0 or f >= 0:
+            self.raw = r > f
+        self.tail = scan[-64:]
+        self.console.write(data)
+
+    def _to_board(self, data):
+        if self.proc is None or self.pty is None or self.swallow is not None:
+            self.held += data
+            return
+        try:
+            os.write(self.pty, data)
+        except OSError:
+            self.held += data
+
+    def _flush_held(self):
+        if self.held and self.pty is not None and self.swallow is None:
+            data, self.held = bytes(self.held), bytearray()
+            self._to_board(data)
+
+    # ---- the board's control link ----
+
+    def _board_line(self, line):
+        parts = line.split()
+        if not parts:
+            return
+        op = parts[0]
+        if op == "out" and len(parts) == 3:
+            self.emit("out", gpio=parts[1], role=self.roles.get(parts[1]), value=int(parts[2]))
+        elif op == "pwm" and len(parts) == 4:
+            self.emit("pwm", gpio=parts[1], role=self.roles.get(parts[1]),
+                      freq=int(parts[2]), duty_u16=int(parts[3]))
+        elif op == "wdt" and len(parts) == 2:
+            self.wdt_timeout = int(parts[1]) / 1000.0
+            self.wdt_deadline = time.monotonic() + self.wdt_timeout
+            self.emit("wdt", timeout_ms=int(parts[1]))
+        elif op == "feed":
+            if self.wdt_timeout is not None:
+                self.wdt_deadline = time.monotonic() + self.wdt_timeout
+        elif op == "reset" and len(parts) >= 2:
+            delay = int(parts[2]) / 1000.0 if len(parts) > 2 else 0.0
+            self.emit("reset", cause=parts[1])
+            self.kill(parts[1], delay_s=delay)
+        elif op == "softreboot":
+            self.emit("reset", cause="soft")
+            self.kill(self.cause, soft_banner=True)
+        elif op == "ready":
+            self._drain_pty()
+            if self.swallow == "pending":
+                self.swallow = "prompt"
+            self._board_send("go")
+            self.emit("ready", mode="raw" if self.swallow else "friendly")
+            self._flush_held()
+        elif op == "i2c":
+            self._board_send(self._i2c(parts[1:]))
+        else:
+            self.log(f"vboard: unknown message from board: {line!r}")
+
+    def _i2c(self, args):
+        bus = args[0] if args else "0"
+        if len(args) == 2 and args[1] == "scan":
+            addrs = sorted(a for b, a in self.i2c_devices if b == bus)
+            return "i2c ok " + bytes(addrs).hex()
+        try:
+            dev = self.i2c_devices.get((bus, int(args[1])))
+            if dev is None:
+                return "i2c nack"
+            if args[2] == "r":
+                return "i2c ok " + bytes(dev.read(int(args[3]))).hex()
+            dev.write(b"" if args[3] == "-" else bytes.fromhex(args[3]))
+            return "i2c ok"
+        except (IndexError, ValueError, OSError):
+            return "i2c nack"
+
+    def _board_send(self, line):
+        if self.board_conn is not None:
+            try:
+                self.board_conn.sendall(line.encode() + b"\n")
+            except OSError:
+                pass
+
+    def _accept_ctl(self):
+        conn, _ = self.ctl.accept()
+        conn.setblocking(False)
+        self.pending_conns[conn] = b""
+
+    def _pending_read(self, conn):
+        try:
+            data = conn.recv(256)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.pending_conns.pop(conn, None)
+            conn.close()
+            return
+        buf = self.pending_conns[conn] + data
+        if b"\n" not in buf:
+            if len(buf) > 256:
+                self.pending_conns.pop(conn)
+                conn.close()
+            else:
+                self.pending_conns[conn] = buf
+            return
+        first, rest = buf.split(b"\n", 1)
+        del self.pending_conns[conn]
+        parts = first.decode(errors="replace").split()
+        if len(parts) >= 2 and parts[1] == self.token and parts[0] == "hello":
+            self.board_conn = conn
+            for gpio, value in self.inputs.items():
+                self._board_send(f"in {gpio} {value}")
+            self._board_send("sync")
+            self.board_rx = rest
+            self._board_process()
+        elif len(parts) == 7 and parts[0] == "uart" and parts[1] == self.token and parts[2] in self.uarts:
+            self.uart_conns[conn] = parts[2]
+            self.emit("uart", id=parts[2], baudrate=int(parts[3]), bits=int(parts[4]),
+                      parity=parts[5], stop=int(parts[6]))
+            if rest:
+                self.uarts[parts[2]].write(rest)
+        else:
+            conn.close()
+
+    def _board_read(self):
+        try:
+            data = self.board_conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.board_conn.close()
+            self.board_conn = None
+            return
+        self.board_rx += data
+        self._board_process()
+
+    def _board_process(self):
+        while b"\n" in self.board_rx:
+            line, self.board_rx = self.board_rx.split(b"\n", 1)
+            self._board_line(line.decode(errors="replace"))
+
+    def _uart_read(self, conn):
+        try:
+            data = conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        uid_ = self.uart_conns.get(conn)
+        if not data:
+            self.uart_conns.pop(conn, None)
+            conn.close()
+            return
+        self.uarts[uid_].write(data)
+
+    def _uart_from_host(self, uid_, data):
+        for conn, u in list(self.uart_conns.items()):
+            if u == uid_:
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    pass
+                return
+        # No firmware has this UART open: the bytes fall on the floor.
+
+    # ---- the host's GPIO channel ----
+
+    def _gpio_accept(self):
+        client, _ = self.gpio_srv.accept()
+        self.gpio_clients[client] = b""
+        hello = {"kind": "hello", "board": self.board.name, "pins": self.gpios,
+                 "uarts": {u: str(p.link) for u, p in self.uarts.items()}, "inputs": self.inputs}
+        self._gpio_send(client, (json.dumps(hello) + "\n").encode())
+        if client in self.gpio_clients:
+            self._gpio_send(client, b"".join((json.dumps(e) + "\n").encode() for e in self.events))
+
+    def _gpio_read(self, client):
+        try:
+            data = client.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            self._gpio_drop(client)
+            return
+        buf = self.gpio_clients.get(client, b"") + data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            reply = self._gpio_command(line)
+            self._gpio_send(client, (json.dumps(reply) + "\n").encode())
+            if client not in self.gpio_clients:
+                return
+        self.gpio_clients[client] = buf[-65536:]
+
+    def _gpio_command(self, line):
+        try:
+            cmd = json.loads(line)
+            if "set" in cmd:
+                name, value = str(cmd["set"]), int(cmd["value"])
+                gpio = self.gpios.get(name, name)
+                if gpio not in self.roles:
+                    return {"kind": "reply", "ok": False, "error": f"no pin role or gpio {name!r} on this board"}
+                self.inputs[gpio] = value
+                self._board_send(f"in {gpio} {value}")
+                self.emit("in", gpio=gpio, role=self.roles.get(gpio), value=value)
+                return {"kind": "reply", "ok": True}
+            if "wifi" in cmd:
+                state = "up" if cmd["wifi"] in ("up", True) else "down"
+                self._board_send(f"wifi {state}")
+                self.emit("wifi", state=state)
+                return {"kind": "reply", "ok": True}
+            if cmd.get("power") == "cycle":
+                self.emit("reset", cause="PWRON_RESET")
+                self.kill("PWRON_RESET")
+                return {"kind": "reply", "ok": True}
+            return {"kind": "reply", "ok": False, "error": "unknown command"}
+        except (ValueError, TypeError, KeyError) as e:
+            return {"kind": "reply", "ok": False, "error": f"bad command: {e}"}
+
+    # ---- main loop ----
+
+    def run(self):
+        self.log(
+            f"vboard: board {self.board.name} ({self.heap_kb} KB heap), flash {self.root}, "
+            f"console {self.link}, uarts {', '.join(str(p.link) for p in self.uarts.values())}, "
+            f"gpio {self.gpio_path}"
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self.spawn("friendly", "PWRON_RESET")
+        try:
+            while not self.stopping:
+                self._step(0.05)
+        finally:
+            self.shutdown()
+
+    def _on_signal(self, signum, frame):
+        self.stopping = True
+
+    def _step(self, timeout):
+        self.console.check()
+        for port in self.uarts.values():
+            port.check()
+        rd = [self.ctl, self.gpio_srv, *self.gpio_clients, *self.pending_conns, *self.uart_conns]
+        if self.board_conn is not None:
+            rd.append(self.board_conn)
+        if self.pty is not None:
+            rd.append(self.pty)
+        if self.console.connected:
+            rd.append(self.console.master)
+        host_uarts = {p.master: u for u, p in self.uarts.items() if p.connected}
+        rd.extend(host_uarts)
+        try:
+            ready, _, _ = select.select(rd, [], [], timeout)
+        except InterruptedError:
+            return
+        for r in ready:
+            if r is self.pty:
+                try:
+                    data = os.read(self.pty, 4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    self._from_board(data)
+                elif self.proc is not None and self.proc.poll() is None:
+                    # The interpreter closed its terminal: it is on its way out.
+                    try:
+                        self.proc.wait(timeout=2)
+                    except subprocess.TimeoutExpired:
+                        self.kill("HARD_RESET")
+            elif r == self.console.master:
+                data = self.console.read()
+                if data:
+                    self._to_board(data)
+            elif r in host_uarts:
+                data = self.uarts[host_uarts[r]].read()
+                if data:
+                    self._uart_from_host(host_uarts[r], data)
+            elif r is self.ctl:
+                self._accept_ctl()
+            elif r is self.gpio_srv:
+                self._gpio_accept()
+            elif r is self.board_conn:
+                self._board_read()
+            elif r in self.pending_conns:
+                self._pending_read(r)
+            elif r in self.uart_conns:
+                self._uart_read(r)
+            elif r in self.gpio_clients:
+                self._gpio_read(r)
+        if self.wdt_deadline is not None and time.monotonic() > self.wdt_deadline:
+            self.wdt_deadline = None
+            self.emit("reset", cause="WDT_RESET")
+            self.kill("WDT_RESET")
+        if self.proc is not None and self.proc.poll() is not None:
+            self._reap()
+
+    def shutdown(self):
+        self.stopping = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for client in list(self.gpio_clients):
+            client.close()
+        self.gpio_srv.close()
+        if self.gpio_path.exists():
+            self.gpio_path.unlink()
+        self.ctl.close()
+        self.console.close()
+        for port in self.uarts.values():
+            port.close()
+        for alias in self.extra_links:
+            if alias.is_symlink():
+                alias.unlink()
+
+
+def _uid_for(root):
+    import hashlib
+
+    return hashlib.sha256(str(root).encode()).hexdigest()[:12]

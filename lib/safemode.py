@@ -1,0 +1,49 @@
+# Safe mode: when the app is not started, and the boot record behind it.
+#
+# main.py counts a start before the app runs; the app clears the count
+# once it reports healthy. boot.py reads the count: after `limit`
+# consecutive starts that never became healthy, or with the button held,
+# the board boots into safe mode, which skips the app and leaves the REPL.
+# The record is a few bytes of text so a technician can read it, and a
+# damaged record is treated as empty rather than stopping the boot.
+from compat import const
+
+SAFE_MODE_AFTER = const(3)
+
+REASON_BUTTON = "button held at boot"
+REASON_CRASHES = "app crashed before reporting healthy"
+
+
+class BootRecord:
+    def __init__(self, boots=0, unhealthy=0):
+        self.boots = boots  # times boot.py ran since the record was cleared
+        self.unhealthy = unhealthy  # consecutive app starts not yet healthy
+
+    def encode(self):
+        return ("boots=%d unhealthy=%d\n" % (self.boots, self.unhealthy)).encode()
+
+    @classmethod
+    def decode(cls, data):
+        rec = cls()
+        try:
+            for field in data.decode().split():
+                key, _, value = field.partition("=")
+                n = int(value)
+                if n < 0 or n > 0x7FFFFFFF:
+                    raise ValueError(field)
+                if key == "boots":
+                    rec.boots = n
+                elif key == "unhealthy":
+                    rec.unhealthy = n
+        except (ValueError, UnicodeError):
+            return cls()
+        return rec
+
+
+def decide(record, button_held, limit=SAFE_MODE_AFTER):
+    # -> reason for safe mode, or None to start the app.
+    if button_held:
+        return REASON_BUTTON
+    if record.unhealthy >= limit:
+        return REASON_CRASHES
+    return None
