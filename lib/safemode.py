@@ -27,17 +27,25 @@ class BootRecord:
         rec = cls()
         try:
             for field in data.decode().split():
-                key, _, value = field.partition("=")
+                key, eq, value = field.partition("=")
+                if key != "boots" and key != "unhealthy":
+                    if eq and _is_name(key):
+                        continue  # a field of a newer firmware: not ours to judge
+                    raise ValueError(field)  # damaged
                 n = int(value)
                 if n < 0 or n > 0x7FFFFFFF:
                     raise ValueError(field)
-                if key == "boots":
-                    rec.boots = n
-                elif key == "unhealthy":
-                    rec.unhealthy = n
+                setattr(rec, key, n)
         except (ValueError, UnicodeError):
             return cls()
         return rec
+
+
+def _is_name(key):
+    for c in key:
+        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c == "_"):
+            return False
+    return key != ""
 
 
 def decide(record, button_held, limit=SAFE_MODE_AFTER):

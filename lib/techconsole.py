@@ -35,12 +35,14 @@ class LineAssembler:
     def feed(self, data):
         out = []
         for b in data:
-            if self._esc:
+            if self._esc and b != 0x0D and b != 0x0A:  # a line end always ends a line
                 if self._esc == 1:
-                    self._esc = 2 if b == 0x5B else 0  # ESC [ starts a CSI
-                elif 0x40 <= b <= 0x7E:
+                    # ESC [ starts a CSI, ESC O an SS3 (arrow keys in application mode)
+                    self._esc = 2 if b == 0x5B else (3 if b == 0x4F else 0)
+                elif self._esc == 3 or 0x40 <= b <= 0x7E:
                     self._esc = 0
                 continue
+            self._esc = 0
             if b == 0x0A and self._last_cr:
                 self._last_cr = False
                 continue
@@ -142,7 +144,7 @@ class CommandTable:
         # One input line -> a list of answer lines (possibly empty).
         if line is LINE_TOO_LONG:
             self.errors += 1
-            return ["ERR line too long (at most %d characters)" % _MAX_LINE]
+            return ["ERR line too long"]
         words = line.split()
         if not words:
             return []
@@ -157,18 +159,30 @@ class CommandTable:
             return ["ERR usage: " + cmd.usage()]
         try:
             values = [a.parse(t) for a, t in zip(cmd.args, given)]
-            answer = cmd.handler(*values)
+            return _answer_lines(cmd.handler(*values))
         except ConsoleError as e:
             self.errors += 1
-            return ["ERR " + str(e.args[0] if e.args else "failed")]
+            return ["ERR " + _one_line(e.args[0] if e.args else "failed")]
         except Exception as e:  # a handler bug must not take the console down
             self.failures += 1
-            return ["ERR %s failed: %s: %s" % (cmd.name, type(e).__name__, e)]
-        if answer is None:
-            return []
-        if isinstance(answer, str):
-            return [answer]
-        return list(answer)
+            return ["ERR %s failed: %s: %s" % (cmd.name, type(e).__name__, _one_line(e))]
+
+
+def _one_line(text):
+    return str(text).replace("\r", " ").replace("\n", " ")
+
+
+def _answer_lines(answer):
+    # A handler answers None, one str, or an iterable of str.
+    if answer is None:
+        return []
+    if isinstance(answer, str):
+        return [answer]
+    lines = list(answer)
+    for line in lines:
+        if not isinstance(line, str):
+            raise TypeError("handler answered %s, not text" % type(line).__name__)
+    return lines
 
 
 def table(rows):

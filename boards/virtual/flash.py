@@ -1,9 +1,13 @@
 # The virtual board's flash: a host directory mounted as "/".
 #
-# A thin layer over os.VfsPosix for two reasons. The unix port's VfsPosix
-# builds both paths of rename() in one shared buffer, so renaming one
-# absolute path to another fails with ENOENT (littlefs on a board does
-# not); and its ilistdir() gives no sizes, which `mpremote fs ls` shows.
+# A thin layer over os.VfsPosix, for three reasons:
+# - confinement: VfsPosix joins its root and the path as text, so
+#   "/../x" would reach outside the directory; here every path is
+#   normalised first, and ".." stops at "/" as it does on a board;
+# - the unix port's VfsPosix builds both paths of rename() in one shared
+#   buffer, so renaming an absolute path fails with ENOENT (littlefs on a
+#   board does not);
+# - its ilistdir() gives no sizes, which `mpremote fs ls` shows.
 import os
 
 
@@ -11,15 +15,21 @@ class HostDirFlash:
     def __init__(self, root):
         self._root = root.rstrip("/")
         self._fs = os.VfsPosix(self._root)
-        self._host = os.VfsPosix()  # unconfined: used only with paths built from _root
+        self._host = os.VfsPosix()  # unconfined: only ever given paths under _root
 
-    def _host_path(self, path):
+    def _path(self, path):
         if not path.startswith("/"):
-            cwd = self._fs.getcwd()
-            path = (cwd if cwd.endswith("/") else cwd + "/") + path
-        if "/../" in path + "/":
-            raise OSError(1)  # EPERM: the flash has no parent
-        return self._root + path
+            path = self._fs.getcwd() + "/" + path
+        parts = []
+        for part in path.split("/"):
+            if part == "" or part == ".":
+                continue
+            if part == "..":
+                if parts:
+                    parts.pop()
+                continue
+            parts.append(part)
+        return "/" + "/".join(parts)
 
     def mount(self, readonly, mkfs):
         pass
@@ -28,6 +38,7 @@ class HostDirFlash:
         pass
 
     def ilistdir(self, path):
+        path = self._path(path)
         base = path if path.endswith("/") else path + "/"
         for entry in self._fs.ilistdir(path):
             size = 0
@@ -36,28 +47,28 @@ class HostDirFlash:
             yield (entry[0], entry[1], entry[2], size)
 
     def rename(self, old, new):
-        self._host.rename(self._host_path(old), self._host_path(new))
+        self._host.rename(self._root + self._path(old), self._root + self._path(new))
 
     def chdir(self, path):
-        return self._fs.chdir(path)
+        return self._fs.chdir(self._path(path))
 
     def getcwd(self):
-        return self._fs.getcwd()
+        return self._fs.getcwd() or "/"
 
     def mkdir(self, path):
-        return self._fs.mkdir(path)
+        return self._fs.mkdir(self._path(path))
 
     def remove(self, path):
-        return self._fs.remove(path)
+        return self._fs.remove(self._path(path))
 
     def rmdir(self, path):
-        return self._fs.rmdir(path)
+        return self._fs.rmdir(self._path(path))
 
     def stat(self, path):
-        return self._fs.stat(path)
+        return self._fs.stat(self._path(path))
 
     def statvfs(self, path):
-        return self._fs.statvfs(path)
+        return self._fs.statvfs(self._path(path))
 
     def open(self, path, mode):
-        return self._fs.open(path, mode)
+        return self._fs.open(self._path(path), mode)

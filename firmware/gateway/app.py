@@ -67,13 +67,11 @@ class App:
         await asyncio.sleep_ms(delay_ms)
         machine.reset()
 
-    async def watchdog(self):
+    async def feed_watchdog(self, wdt):
         # Fed from the event loop, so a stalled loop resets the board.
-        period = self.config["watchdog_ms"]
-        wdt = machine.WDT(timeout=period)
         while True:
             wdt.feed()
-            await asyncio.sleep_ms(period // 4)
+            await asyncio.sleep_ms(self.config["watchdog_ms"] // 4)
 
     async def heartbeat(self):
         led_on = False
@@ -96,7 +94,8 @@ class App:
 
     async def run(self):
         asyncio.get_event_loop().set_exception_handler(self.on_task_error)
-        asyncio.create_task(self.watchdog())
+        # Armed before any task runs: from here a hang or a crash resets the board.
+        asyncio.create_task(self.feed_watchdog(machine.WDT(timeout=self.config["watchdog_ms"])))
         asyncio.create_task(self.heartbeat())
         asyncio.create_task(self.healthy())
         asyncio.create_task(usbconsole.serve(self.commands))

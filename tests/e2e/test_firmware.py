@@ -1,0 +1,189 @@
+"""The firmware on a virtual board: deploy, console, fail-safe, crashes, safe mode, watchdog."""
+
+import json
+import os
+
+import pexpect
+
+from conftest import BIN, SerialExpect, run_tool
+
+
+def test_deploy_then_status_on_pgw_console(deployed):
+    # The acceptance sequence: vboard, deploy, then `pgw console` and `status`.
+    env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
+    con = pexpect.spawn(str(BIN / "pgw"), ["console", "--port", str(deployed.link)], env=env,
+                        encoding="utf-8", timeout=15, dimensions=(40, 120))
+    try:
+        con.expect("Ctrl-T toggles")
+        con.expect("pgw>")
+        con.send("sta")
+        con.expect("sta")
+        con.send("\t")  # completion learnt from the board's `help`
+        con.expect("tus")
+        con.send("\r")
+        con.expect(r"firmware +0\.1\.0")
+        con.expect(r"board +virtual")
+        con.expect(r"reset +SOFT_RESET")
+        # Ctrl-T drops to the MicroPython REPL; Ctrl-T again soft-reboots into the app.
+        con.send("\x14")
+        con.expect(">>> ")
+        con.send("print(6 * 7)\r")
+        con.expect("42")
+        con.send("\x14")
+        con.expect("pgw: boot")
+        con.expect("pgw>")
+        con.send("\x1d")  # Ctrl-] quits
+        con.expect(pexpect.EOF)
+    finally:
+        con.close()
+    assert con.exitstatus == 0
+
+
+def test_console_script_mode_and_bad_input(deployed):
+    out = run_tool("pgw", "console", "--port", deployed.link,
+                   input="status\nbogus 1\nreboot soon\nreboot 999999\nhelp status\n\n").stdout
+    lines = out.splitlines()
+    assert any(l.startswith("firmware") and "0.1.0" in l for l in lines), out
+    errors = [l for l in lines if l.startswith("ERR")]
+    assert errors == [
+        "ERR unknown command 'bogus'; type help",
+        "ERR delay_ms must be a whole number, got 'soon'",
+        "ERR delay_ms must be 0..60000, got 999999",
+    ], out
+    assert "usage: status" in lines, out
+
+
+def test_console_survives_garbage_and_long_lines(deployed):
+    con = SerialExpect(deployed.link)
+    try:
+        con.send(bytes(range(0x80, 0x100)) + b"\x00\x01\x02\x1b[A\r")
+        con.expect("pgw> ")
+        con.send(b"x" * 5000 + b"\r")
+        con.expect("ERR line too long")
+        answer = con.command("status", "firmware")
+        assert "virtual" in answer, answer
+    finally:
+        con.close()
+    assert deployed.proc.poll() is None
+
+
+def test_second_deploy_copies_nothing_and_removes_stale_files(deployed):
+    manifest = deployed.root / "deploy.json"
+    paths = json.loads(manifest.read_text())
+    stale = deployed.root / "lib" / "retired_module.mpy"
+    stale.write_bytes(b"M\x06old")
+    manifest.write_text(json.dumps(paths + ["/lib/retired_module.mpy"]))
+    out = run_tool("pgw", "deploy", "--port", deployed.link, timeout=120).stdout
+    assert f"deploy: 0 of {len(paths)} files copied" in out, out
+    assert "removed /lib/retired_module.mpy" in out
+    assert not stale.exists()
+
+
+def test_boot_puts_every_actuator_in_its_failsafe_state(deployed):
+    ch = deployed.channel
+    mark = ch.mark()
+    ch.power_cycle()
+    boot = ch.wait_kind("boot", since=mark, cause="PWRON_RESET")
+    since = ch.events.index(boot)
+    for role in ("relay_battery", "relay_ev_enable"):
+        ev = ch.wait_kind("out", since=since, role=role)
+        assert ev["value"] == 0, ev
+    pilot = ch.wait_kind("pwm", since=since, role="ev_pilot_pwm")
+    assert (pilot["freq"], pilot["duty_u16"]) == (1000, 65535)  # +12 V: no EV may charge
+    # ...and all of that before the app arms its watchdog.
+    wdt = ch.wait_kind("wdt", since=since)
+    assert wdt["seq"] > pilot["seq"]
+
+
+def test_heartbeat_blinks_the_status_led(deployed):
+    (deployed.root / "config.json").write_text(json.dumps({"heartbeat_s": 1}))
+    ch = deployed.channel
+    con = SerialExpect(deployed.link)
+    try:
+        mark = ch.mark()
+        ch.power_cycle()
+        boot = ch.wait_kind("boot", since=mark)
+        since = ch.events.index(boot)
+        con.expect(r"hb up \d+s heap [\d.]+ KB free")
+        con.expect(r"hb up \d+s heap")
+        on = ch.wait_kind("out", since=since, role="status_led", value=1)
+        off = ch.wait_kind("out", since=ch.events.index(on), role="status_led", value=0)
+        assert 0.5 <= off["t"] - on["t"] <= 3.0
+    finally:
+        con.close()
+
+
+def test_app_crash_leaves_a_repl_and_repeated_crashes_end_in_safe_mode(deployed):
+    # A faulty release: its console task fails as soon as the app starts.
+    (deployed.root / "config.json").write_text(
+        json.dumps({"watchdog_ms": 1000, "safe_mode_after": 3, "healthy_after_s": 60}))
+    (deployed.root / "gateway" / "usbconsole.py").write_text(
+        "async def serve(commands):\n    raise RuntimeError('injected fault')\n\n"
+        "def say(line):\n    pass\n")
+    ch = deployed.channel
+    con = SerialExpect(deployed.link)
+    try:
+        mark = ch.mark()
+        ch.power_cycle()
+        con.expect("RuntimeError: injected fault")
+        con.expect("app crashed; REPL available")
+        con.expect(">>> ")
+        con.send("print(6 * 7)\r")  # the REPL is usable after the crash
+        con.expect("42")
+        # Unfed, the watchdog resets the board; each boot crashes again,
+        # until the third unhealthy start in a row is followed by safe mode.
+        con.expect("SAFE MODE \\(app crashed before reporting healthy\\)", timeout=30)
+        con.expect(">>> ")
+        boots = [e for e in ch.events[mark:] if e["kind"] == "boot"]
+        assert [b["cause"] for b in boots[1:]] == ["WDT_RESET"] * (len(boots) - 1), boots
+        assert (deployed.root / "state" / "boot.txt").read_text().split()[1] == "unhealthy=3"
+        # In safe mode: no app, no watchdog, relays stay open, and the REPL works.
+        con.send("print(7 * 6)\r")
+        con.expect("42")
+        later = ch.events[ch.events.index(boots[-1]):]
+        assert not [e for e in later if e["kind"] == "wdt"], later
+        assert all(e["value"] == 0 for e in later if e["kind"] == "out" and e["role"].startswith("relay"))
+    finally:
+        con.close()
+    # A fixed release, deployed, gets a fresh start.
+    (deployed.root / "gateway" / "usbconsole.py").unlink()
+    (deployed.root / "config.json").unlink()
+    mark = ch.mark()
+    run_tool("pgw", "deploy", "--port", deployed.link, timeout=120)
+    ch.wait_kind("wdt", since=mark, timeout=20)
+    out = run_tool("pgw", "console", "--port", deployed.link, input="status\n").stdout
+    assert "firmware" in out
+
+
+def test_button_held_at_boot_enters_safe_mode(deployed):
+    ch = deployed.channel
+    con = SerialExpect(deployed.link)
+    try:
+        ch.set_input("button", 0)  # active low: pressed
+        ch.power_cycle()
+        con.expect(r"SAFE MODE \(button held at boot\)")
+        con.expect(">>> ")
+        ch.set_input("button", 1)
+        mark = ch.mark()
+        ch.power_cycle()
+        ch.wait_kind("wdt", since=mark)  # the app runs again
+        answer = con.command("status", "firmware")
+        assert "PWRON_RESET" in answer, answer
+    finally:
+        con.close()
+
+
+def test_status_reports_a_watchdog_reset(deployed):
+    # The technician stops the app with Ctrl-C; the armed watchdog is no
+    # longer fed and resets the board, which says so afterwards.
+    ch = deployed.channel
+    con = SerialExpect(deployed.link)
+    try:
+        mark = ch.mark()
+        con.send(b"\x03")
+        con.expect(">>> ")
+        ch.wait_kind("boot", since=mark, cause="WDT_RESET", timeout=20)
+        answer = con.command("status", "firmware", timeout=20)
+        assert "reset     WDT_RESET" in answer, answer
+    finally:
+        con.close()
