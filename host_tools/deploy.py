@@ -116,12 +116,12 @@ def _mkdirs(transport, paths, existing):
                 existing.add(d)
 
 
-def _progress(i, total, path, size, state):
+def _progress(out, i, total, path, size, state):
     width = len(str(total))
-    print(f"[{i:>{width}}/{total}] {path:<36} {size / 1024:6.1f} KB  {state}", flush=True)
+    out(f"[{i:>{width}}/{total}] {path:<36} {size / 1024:6.1f} KB  {state}")
 
 
-def deploy(port, board_name="virtual", force=False, reset=True, out=print):
+def deploy(port, board_name="virtual", force=False, reset=True, out=lambda line: print(line, flush=True)):
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
 
@@ -146,11 +146,11 @@ def deploy(port, board_name="virtual", force=False, reset=True, out=print):
         for i, path in enumerate(paths, 1):
             size = files[path].stat().st_size
             if path not in changed:
-                _progress(i, len(paths), path, size, "unchanged")
+                _progress(out, i, len(paths), path, size, "unchanged")
                 continue
             transport.fs_writefile(path, files[path].read_bytes(), chunk_size=1024)
             copied += size
-            _progress(i, len(paths), path, size, "copied")
+            _progress(out, i, len(paths), path, size, "copied")
         stale = sorted(set(old) - set(paths))
         for path in stale:
             try:

@@ -1,0 +1,112 @@
+"""`make bench`: measure the project's numbers and write bench/results.json.
+
+Metric names are the ones the issues give. Each metric records its value,
+unit and how it was measured; peers named in an issue are measured in the
+same run so that ratios hold on a noisy machine.
+"""
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from host_tools.console import BoardLink  # noqa: E402
+from host_tools.deploy import deploy  # noqa: E402
+from host_tools.vboard import VirtualBoardProcess  # noqa: E402
+
+HEAP_RE = re.compile(r"heap +([\d.]+) KB free, ([\d.]+) KB used")
+
+
+def status_heap(link):
+    """The app's own `status` heap line, read with the console open."""
+    lines = []
+    console = BoardLink(str(link), 115200)
+    console.line_sink = lines.append
+    try:
+        seen = console.prompts()
+        console.write(b"status\r")
+        if not console.wait_prompt(seen, 10):
+            raise RuntimeError("no answer to status")
+    finally:
+        console.close()
+    for line in lines:
+        m = HEAP_RE.search(line)
+        if m:
+            return float(m.group(1)), float(m.group(2))
+    raise RuntimeError(f"no heap line in {lines}")
+
+
+def bench_firmware_idle(results, work):
+    with VirtualBoardProcess(work / "flash", work / "vb.tty") as vb:
+        vb.channel.wait_kind("ready", timeout=20)
+        # What the virtual board itself costs: ROM, machine/network stand-ins
+        # and the raw REPL, which on a real board live in flash, not heap.
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "mpremote"), "connect", str(vb.link), "exec",
+             "import gc, sys\ngc.collect()\nprint(gc.mem_alloc() * 4 // (8 if sys.maxsize > 2**32 else 4))"],
+            capture_output=True, text=True, check=True, timeout=60).stdout
+        results["vboard_standin_heap_kb"] = metric(
+            round(int(out.strip()) / 1024, 1), "KB",
+            "heap in use at the raw REPL of an empty virtual board (ROM, stand-ins, REPL), "
+            "32-bit equivalent; included in firmware_idle_heap_kb, absent on hardware")
+        mark = vb.channel.mark()
+        t0 = time.monotonic()
+        deploy(str(vb.link), "virtual", out=lambda *_: None)
+        results["deploy_full_s"] = metric(round(time.monotonic() - t0, 2), "s",
+                                          "pgw deploy to an empty virtual board, all files copied")
+        vb.channel.wait_kind("wdt", since=mark, timeout=20)
+        # Idle: let the app settle past its healthy mark, then ask it.
+        time.sleep(1.0)
+        free, used = status_heap(vb.link)
+        results["firmware_idle_heap_kb"] = metric(
+            used, "KB", "heap in use by the idle firmware on the `virtual` board, after gc.collect(), "
+            "console open, from the app's `status`; 32-bit equivalent (-X heapsize=..w)")
+        results["firmware_idle_heap_free_kb"] = metric(free, "KB", "free heap at the same moment")
+        t0 = time.monotonic()
+        mark = vb.channel.mark()
+        deploy(str(vb.link), "virtual", out=lambda *_: None)
+        results["deploy_unchanged_s"] = metric(round(time.monotonic() - t0, 2), "s",
+                                               "pgw deploy when every file's hash already matches")
+        vb.channel.wait_kind("wdt", since=mark, timeout=20)
+        mark = vb.channel.mark()
+        vb.channel.power_cycle()
+        boot = vb.channel.wait_kind("boot", since=mark, timeout=20)
+        armed = vb.channel.wait_kind("wdt", since=mark, timeout=20)
+        results["vboard_boot_to_app_ms"] = metric(
+            round((armed["t"] - boot["t"]) * 1000, 1), "ms",
+            "virtual board power-on to the app arming its watchdog (boot.py, main.py, imports)")
+
+
+def metric(value, unit, how):
+    return {"value": value, "unit": unit, "how": how}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    args = parser.parse_args(argv)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="pgw-bench-") as tmp:
+        bench_firmware_idle(results, Path(tmp))
+    doc = {
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": __import__("os").cpu_count()},
+        "metrics": results,
+    }
+    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    for name, m in results.items():
+        print(f"{name:32} {m['value']:>10} {m['unit']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
