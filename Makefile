@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench venv clean
+.PHONY: test demo bench fuzz venv clean
 
 venv: $(STAMP)
 
@@ -25,3 +25,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build bench/results.json
+
+# Long fuzz runs; `make test` runs the same fuzz tests with a short count.
+FUZZ_ITERATIONS ?= 100000
+fuzz: $(STAMP)
+	PGW_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) $(PY) -m pytest tests/lib -k fuzz

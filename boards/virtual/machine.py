@@ -232,8 +232,8 @@ class RTC:
     def datetime(self, dt=None):
         if dt is None:
             t = time.time() + RTC._offset
-            y, mo, d, h, mi, s, wd, _ = time.gmtime(t)
-            return (y, mo, d, wd, h, mi, s, 0)
+            tm = time.gmtime(t)  # (y, mo, d, h, mi, s, weekday, yearday[, isdst])
+            return (tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0)
         y, mo, d, _wd, h, mi, s = dt[:7]
         RTC._offset = time.mktime((y, mo, d, h, mi, s, 0, 0)) - time.time()
 

@@ -53,6 +53,14 @@ def test_console_script_mode_and_bad_input(deployed):
     assert "usage: status" in lines, out
 
 
+def test_reboot_command_resets_the_board(deployed):
+    mark = deployed.channel.mark()
+    out = run_tool("pgw", "console", "--port", deployed.link, input="reboot 50\n").stdout
+    assert "rebooting in 50 ms" in out
+    deployed.channel.wait_kind("boot", since=mark, cause="SOFT_RESET")
+    deployed.channel.wait_kind("wdt", since=mark)
+
+
 def test_console_survives_garbage_and_long_lines(deployed):
     con = SerialExpect(deployed.link)
     try:

@@ -160,3 +160,25 @@ def test_wlan_follows_the_host_wifi_switch(vboard):
     vboard.channel.wifi(False)
     out = run_tool("mpremote", "connect", vboard.link, "resume", "exec", script)
     assert out.stdout.split() == ["False", "0.0.0.0"]
+
+
+def test_unique_id_rtc_and_empty_i2c_bus(vboard):
+    out = run_tool("mpremote", "connect", vboard.link, "exec",
+                   "import machine, time\n"
+                   "print(machine.unique_id().hex())\n"
+                   "r = machine.RTC()\nr.datetime((2030, 1, 2, 0, 3, 4, 5, 0))\n"
+                   "print(r.datetime()[:3], r.datetime()[4:6])\n"
+                   "i2c = machine.I2C(0, scl=machine.Pin(10), sda=machine.Pin(11))\n"
+                   "print(i2c.scan())\n"
+                   "try:\n    i2c.readfrom(0x60, 4)\nexcept OSError as e:\n    print('OSError', e.errno)\n")
+    uid, clock, scan, err = out.stdout.strip().splitlines()
+    assert len(uid) == 12 and uid == vboard_uid(vboard), uid
+    assert clock == "(2030, 1, 2) (3, 4)", clock
+    assert scan == "[]"
+    assert err == "OSError 19"  # ENODEV: nobody acknowledged, as on an ESP32
+
+
+def vboard_uid(vb):
+    import hashlib
+
+    return hashlib.sha256(str(vb.root.resolve()).encode()).hexdigest()[:12]
