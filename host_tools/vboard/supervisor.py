@@ -414,12 +414,9 @@ class VirtualBoard:
         self.pending_conns[conn] = b""
 
     def _pending_read(self, conn):
-        try:
-            data = conn.recv(256)
-        except BlockingIOError:
+        data = _recv(conn, 256)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.pending_conns.pop(conn, None)
             conn.close()
@@ -452,12 +449,9 @@ class VirtualBoard:
             conn.close()
 
     def _board_read(self):
-        try:
-            data = self.board_conn.recv(4096)
-        except BlockingIOError:
+        data = _recv(self.board_conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.board_conn.close()
             self.board_conn = None
@@ -471,12 +465,9 @@ class VirtualBoard:
             self._board_line(line.decode(errors="replace"))
 
     def _uart_read(self, conn):
-        try:
-            data = conn.recv(4096)
-        except BlockingIOError:
+        data = _recv(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         uid_ = self.uart_conns.get(conn)
         if not data:
             self.uart_conns.pop(conn, None)
@@ -506,10 +497,9 @@ class VirtualBoard:
             self._gpio_send(client, b"".join((json.dumps(e) + "\n").encode() for e in self.events))
 
     def _gpio_read(self, client):
-        try:
-            data = client.recv(4096)
-        except OSError:
-            data = b""
+        data = _recv(client)
+        if data is None:
+            return
         if not data:
             self._gpio_drop(client)
             return
@@ -644,6 +634,16 @@ class VirtualBoard:
         for alias in self.extra_links:
             if alias.is_symlink():
                 alias.unlink()
+
+
+def _recv(conn, n=4096):
+    """Bytes from a socket; b"" once it is closed or broken, None if nothing is there yet."""
+    try:
+        return conn.recv(n)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 def _uid_for(root):
