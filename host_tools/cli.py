@@ -56,7 +56,8 @@ def _gpio(args):
 
 def _deploy_args(p):
     p.add_argument("--port", required=True, help="serial port of the board (or a virtual board's link)")
-    p.add_argument("--board", default="virtual", help="board definition (name or .json path)")
+    p.add_argument("--board", help="board definition (name or .json path); default: the one a virtual "
+                   "board emulates, or the board's /board.json from an earlier deploy")
     p.add_argument("--force", action="store_true", help="copy every file even if its hash matches")
     p.add_argument("--no-reset", action="store_true", help="do not reset the board at the end")
 
@@ -79,11 +80,24 @@ def _console(args):
     return run_console(args.port, args.baud)
 
 
+def _sim_args(p):
+    from host_tools.sim.runner import add_arguments
+
+    add_arguments(p)
+
+
+def _sim(args):
+    from host_tools.sim.runner import run
+
+    return run(args)
+
+
 COMMANDS = {
     "vboard": (_vboard_args, _vboard, "run a virtual board: the firmware on MicroPython behind a pty"),
     "gpio": (_gpio_args, _gpio, "watch a virtual board's GPIO channel and set its inputs"),
     "deploy": (_deploy_args, _deploy, "compile firmware/ and lib/ to .mpy and copy them to a board"),
     "console": (_console_args, _console, "technician console on a board's USB serial"),
+    "sim": (_sim_args, _sim, "meter simulators for tests and the demo: sim dlms | sim modbus"),
 }
 
 

@@ -7,8 +7,10 @@ Two modes, switched with Ctrl-T:
   slow or noisy serial line never garbles what is typed. Each line is
   sent whole; the gateway's prompt is replaced by ours and its
   unsolicited lines (heartbeat, log) print above the prompt.
-* REPL mode: Ctrl-T interrupts the app (Ctrl-C to the board) and passes
-  keys straight through to MicroPython's REPL; Ctrl-T again soft-reboots
+* REPL mode: Ctrl-T stops the app (Ctrl-C) and asks the gateway for a
+  maintenance boot (`gateway.boot.maintenance()`): no app and no watchdog,
+  actuators in their fail-safe state, so the REPL lasts as long as the
+  technician needs. Keys pass straight through. Ctrl-T again soft-reboots
   the board (Ctrl-D), which starts the app and returns to console mode.
 
 Ctrl-] quits from either mode. With stdin not a terminal, lines from stdin
@@ -41,7 +43,9 @@ class BoardLink:
         self.raw_sink = None  # REPL mode: a callable taking raw bytes
         self.line_sink = print
         self._partial = ""
-        self._prompts = 0
+        self._prompts = 0  # prompts that end an answer, not an unsolicited line
+        self._after_prompt = False
+        self._unsolicited = False
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -81,15 +85,26 @@ class BoardLink:
                 self._partial = ""
                 if before.strip():
                     self.line_sink(before)
+                self._prompt()
+
+    def _prompt(self):
+        # An unsolicited line (heartbeat, log) is printed as "\r\n" LINE
+        # "\r\n" PROMPT, so it starts with an empty line right after a
+        # prompt; its closing prompt does not end an answer.
+        with self._cond:
+            if not self._unsolicited:
                 self._prompts += 1
                 self._cond.notify_all()
+            self._unsolicited = False
+            self._after_prompt = True
 
     def _line(self, line):
         while line.startswith(BOARD_PROMPT):
             line = line[len(BOARD_PROMPT):]
-            with self._cond:
-                self._prompts += 1
-                self._cond.notify_all()
+            self._prompt()
+        if self._after_prompt and not line:
+            self._unsolicited = True
+        self._after_prompt = False
         if line.strip():
             self.line_sink(line)
 
@@ -199,9 +214,14 @@ def repl_mode(link, termios, tty):
         out.write(data)
         out.flush()
 
+    # The unix port and many boards end lines with a bare "\n".
+    def raw_out(data, _out=raw_out):
+        _out(re.sub(rb"(?<!\r)\n", b"\r\n", data))
+
+    print("\r\n[console] REPL mode (maintenance boot: app and watchdog stopped, actuators safe);"
+          " Ctrl-T returns to the gateway console, Ctrl-] quits\r")
+    enter_maintenance(link)
     link.raw_sink = raw_out
-    print("\r\n[console] REPL mode: Ctrl-T returns to the gateway console, Ctrl-] quits\r")
-    link.write(CTRL_C)
     tty.setraw(stdin)
     try:
         while True:
@@ -218,6 +238,28 @@ def repl_mode(link, termios, tty):
         termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
         link.raw_sink = None
         print()
+
+
+def enter_maintenance(link, timeout=5.0):
+    """Stop the app and reboot into a maintenance boot; end at its REPL prompt."""
+    seen = bytearray()
+    got = threading.Event()
+    wanted = [b""]  # text that must have appeared before the prompt counts
+
+    def collect(data):
+        seen.extend(data)
+        if seen.endswith(b">>> ") and wanted[0] in seen:
+            got.set()
+
+    link.raw_sink = collect
+    link.write(CTRL_C)
+    if got.wait(timeout):
+        got.clear()
+        wanted[0] = b"SAFE MODE (maintenance"
+        link.write(b"import gateway.boot\rgateway.boot.maintenance()\r")
+        got.wait(timeout)  # on firmware without gateway.boot this stays a plain REPL
+    sys.stdout.buffer.write(re.sub(rb"(?<!\r)\n", b"\r\n", bytes(seen)))
+    sys.stdout.buffer.flush()
 
 
 def run_console(port, baud=115200, script=None):

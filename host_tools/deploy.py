@@ -121,19 +121,21 @@ def _progress(out, i, total, path, size, state):
     out(f"[{i:>{width}}/{total}] {path:<36} {size / 1024:6.1f} KB  {state}")
 
 
-def deploy(port, board_name="virtual", force=False, reset=True, out=lambda line: print(line, flush=True)):
+def deploy(port, board_name=None, force=False, reset=True, out=lambda line: print(line, flush=True)):
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
 
-    board = load_board(board_name)
-    out(f"deploy: building for {board.name} (mpy-cross -march={board.mpy_cross_arch})")
-    files = build(board)
+    if board_name is not None:
+        load_board(board_name)  # an unknown name fails before the port is touched
     try:
         transport = SerialTransport(port, baudrate=115200)
     except TransportError as e:
         raise DeployError(f"cannot open {port}: {e}") from None
     try:
         transport.enter_raw_repl(soft_reset=True)
+        board = load_board(_choose_board(transport, board_name))
+        out(f"deploy: building for {board.name} (mpy-cross -march={board.mpy_cross_arch})")
+        files = build(board)
         _check_mpy(transport, files)
         paths = sorted(files)
         on_board = [None] * len(paths)
@@ -172,6 +174,39 @@ def deploy(port, board_name="virtual", force=False, reset=True, out=lambda line:
         raise DeployError(f"talking to {port}: {e}") from None
     finally:
         transport.close()
+
+
+# sys.platform of each port, to catch a board file meant for another chip.
+PLATFORMS = {"esp32": "esp32", "rp2": "rp2", "unix": "linux"}
+
+
+def _choose_board(transport, requested):
+    """The board file to deploy: as asked, checked against what the port says it is.
+
+    A virtual board names the board file it emulates; a real board must run
+    the port its board file is for. Without --board, the /board.json of an
+    earlier deploy decides.
+    """
+    platform, emulated = transport.eval(
+        "(__import__('sys').platform, getattr(__import__('os'), 'getenv', lambda k: None)('PGW_VBOARD_BOARD'))")
+    if emulated:
+        if requested not in (None, emulated):
+            raise DeployError(f"this virtual board emulates {emulated!r}; deploy with --board {emulated} "
+                              f"or start it with `pgw vboard --board {requested}`")
+        return emulated
+    if requested is None:
+        from mpremote.transport import TransportError
+
+        try:
+            requested = json.loads(transport.fs_readfile("/board.json"))["board"]
+        except (TransportError, OSError, ValueError, KeyError, TypeError):  # none, or unreadable
+            raise DeployError("which board is this? pass --board NAME "
+                              "(see `python -m host_tools.boards`)") from None
+    board = load_board(requested)
+    if PLATFORMS.get(board.port) != platform:
+        raise DeployError(f"board file {board.name!r} is for the {board.port} port, but the board on "
+                          f"this port runs sys.platform {platform!r}: wrong --board?")
+    return board.name
 
 
 def _check_mpy(transport, files):

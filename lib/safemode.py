@@ -4,6 +4,8 @@
 # once it reports healthy. boot.py reads the count: after `limit`
 # consecutive starts that never became healthy, or with the button held,
 # the board boots into safe mode, which skips the app and leaves the REPL.
+# A technician may also ask for one maintenance boot: no app and no
+# watchdog, so the REPL can be used for as long as needed.
 # The record is a few bytes of text so a technician can read it, and a
 # damaged record is treated as empty rather than stopping the boot.
 from compat import const
@@ -12,15 +14,21 @@ SAFE_MODE_AFTER = const(3)
 
 REASON_BUTTON = "button held at boot"
 REASON_CRASHES = "app crashed before reporting healthy"
+REASON_MAINTENANCE = "maintenance boot requested"
+_FIELDS = ("boots", "unhealthy", "maintenance")
 
 
 class BootRecord:
-    def __init__(self, boots=0, unhealthy=0):
+    def __init__(self, boots=0, unhealthy=0, maintenance=0):
         self.boots = boots  # times boot.py ran since the record was cleared
         self.unhealthy = unhealthy  # consecutive app starts not yet healthy
+        self.maintenance = maintenance  # 1: the next boot is a maintenance boot
 
     def encode(self):
-        return ("boots=%d unhealthy=%d\n" % (self.boots, self.unhealthy)).encode()
+        text = "boots=%d unhealthy=%d" % (self.boots, self.unhealthy)
+        if self.maintenance:
+            text += " maintenance=1"
+        return (text + "\n").encode()
 
     @classmethod
     def decode(cls, data):
@@ -28,7 +36,7 @@ class BootRecord:
         try:
             for field in data.decode().split():
                 key, eq, value = field.partition("=")
-                if key != "boots" and key != "unhealthy":
+                if key not in _FIELDS:
                     if eq and _is_name(key):
                         continue  # a field of a newer firmware: not ours to judge
                     raise ValueError(field)  # damaged
@@ -52,6 +60,8 @@ def decide(record, button_held, limit=SAFE_MODE_AFTER):
     # -> reason for safe mode, or None to start the app.
     if button_held:
         return REASON_BUTTON
+    if record.maintenance:
+        return REASON_MAINTENANCE
     if record.unhealthy >= limit:
         return REASON_CRASHES
     return None

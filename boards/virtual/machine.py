@@ -42,10 +42,16 @@ def freq():
 
 def _halt(message):
     # The supervisor ends this process and starts the board again; nothing
-    # after a reset request may run, as on hardware.
-    _link.send(message)
+    # after a reset request may run, as on hardware, not even a Ctrl-C.
+    sent = False
     while True:
-        time.sleep_ms(1000)
+        try:
+            if not sent:
+                _link.send(message)
+                sent = True
+            time.sleep_ms(1000)
+        except KeyboardInterrupt:
+            pass
 
 
 def reset():

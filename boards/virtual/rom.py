@@ -20,6 +20,8 @@ def _rom():
     os.mount(HostDirFlash(os.getenv("PGW_VBOARD_ROOT")), "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
+    # Only now may the host's keys (and Ctrl-C) reach the interpreter.
+    vboard_link.send("mounted")
 
     scripts = ("boot.py",)
     if os.getenv("PGW_VBOARD_MODE") != "raw":  # raw-REPL soft reboot skips main.py
@@ -38,7 +40,11 @@ def _rom():
         except SystemExit:
             # On a board, SystemExit from boot.py or main.py is a soft reboot.
             machine.soft_reset()
-        except BaseException as e:  # KeyboardInterrupt included: print, then REPL
+        except KeyboardInterrupt as e:
+            # Ctrl-C asks for the REPL: do not go on to main.py.
+            sys.print_exception(e)
+            break
+        except Exception as e:  # printed, as a port prints it, then on to main.py / the REPL
             sys.print_exception(e)
     vboard_link.request("ready", "go")
 

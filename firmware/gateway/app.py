@@ -108,6 +108,10 @@ def main():
     try:
         asyncio.run(App().run())
     except KeyboardInterrupt:
+        boot.mark_app_interrupted()
+        print("pgw: app stopped; the watchdog resets the board in %d ms "
+              "(for a longer REPL session: import gateway.boot; gateway.boot.maintenance())"
+              % boot.config["watchdog_ms"])
         raise
     except Exception as e:
         print_exception(e)

@@ -61,6 +61,22 @@ def mark_app_healthy():
         save_record(record)
 
 
+def mark_app_interrupted():
+    # Ctrl-C from a technician (or mpremote) is not a crash.
+    if record.unhealthy:
+        record.unhealthy -= 1
+        save_record(record)
+
+
+def maintenance():
+    # One boot without the app and without the watchdog, for a long REPL
+    # session; the boot after it is normal again. `pgw console` calls this
+    # on Ctrl-T.
+    record.maintenance = 1
+    save_record(record)
+    machine.reset()
+
+
 def leave_safe_mode():
     # For the technician at the REPL, after fixing what crashed:
     #   import gateway.boot; gateway.boot.leave_safe_mode(); machine.reset()
@@ -75,9 +91,13 @@ def run():
     config, config_errors = _config.load()
     record = load_record()
     record.boots += 1
-    save_record(record)
+    if not record.maintenance:
+        save_record(record)  # saved below otherwise, with the flag cleared
     held = board.has("button") and board.input_active("button")
     safe_reason = decide(record, held, config["safe_mode_after"])
+    if record.maintenance:
+        record.maintenance = 0  # one boot only
+        save_record(record)
     print("pgw: boot %d, board %s, reset %s%s" % (
         record.boots, board.name, reset_cause_name(),
         ", SAFE MODE: " + safe_reason if safe_reason else ""))

@@ -44,6 +44,7 @@ RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_BANNER = b'Type "help()" for more information.'
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 EVENT_HISTORY = 20000
+HELD_MAX = 65536
 VIRTUAL_UARTS = (1, 2)
 
 
@@ -141,7 +142,9 @@ class VirtualBoard:
         self.roles = {str(g): r for g, r in self.board.role_of_gpio().items()}
         self.gpios = {r: str(g) for g, r in self.roles.items()}
         self.inputs = {}  # gpio -> value, held across reboots like a held button
+        self.wifi_up = True  # the access point's state outlives the board's reboots
 
+        _refuse_if_in_use(self.link)
         self.console = HostPort(self.link)
         self.uarts = {}
         rs485 = self.board.buses.get("rs485_uart")
@@ -179,18 +182,25 @@ class VirtualBoard:
         self.swallow = None  # None | "prompt" | "banner": re-entering the raw REPL
         self.swallowed = b""
         self.held = bytearray()  # host input held while the board is not listening
+        self.listening = False  # the interpreter takes console input (and Ctrl-C) safely
+        self.unanswered = bytearray()  # keys sent since the board last printed anything
         self.tail = b""  # last console bytes, for banners split across reads
         self.cause = "PWRON_RESET"
         self.pending = None  # (cause, mode, soft_banner, delay_s) of a requested restart
         self.wdt_timeout = None
         self.wdt_deadline = None
         self.boots = 0
+        self.wake = None  # (monotonic time, mode, cause) of a board in deep sleep
         self.recent_spawns = collections.deque(maxlen=5)
         self.stopping = False
+        # PGW_VBOARD_TRACE=1: console bytes and events, written to the log at exit
+        self.trace = [] if os.environ.get("PGW_VBOARD_TRACE") else None
 
     # ---- events seen by the host (GPIO channel) ----
 
     def emit(self, kind, **fields):
+        if self.trace is not None:
+            self.trace.append((time.monotonic(), "event", kind, fields))
         self.seq += 1
         ev = {"seq": self.seq, "t": time.time(), "kind": kind, **fields}
         self.events.append(ev)
@@ -211,9 +221,6 @@ class VirtualBoard:
     # ---- the interpreter process ----
 
     def spawn(self, mode, cause):
-        now = time.monotonic()
-        if len(self.recent_spawns) == self.recent_spawns.maxlen and now - self.recent_spawns[0] < 1.0:
-            time.sleep(0.5)  # a boot loop: pace it as a real board's boot time would
         self.recent_spawns.append(time.monotonic())
         master, slave = os.openpty()
         attrs = termios.tcgetattr(slave)
@@ -230,6 +237,7 @@ class VirtualBoard:
             PGW_VBOARD_RESET_CAUSE=cause,
             PGW_VBOARD_UID=self.uid,
             PGW_VBOARD_CPU_HZ=str(self.board.cpu_hz),
+            PGW_VBOARD_BOARD=self.board.name,
         )
         cmd = [micropython_path(), "-X", f"heapsize={self.heap_kb}wK", "-i", str(ROM)]
 
@@ -245,20 +253,29 @@ class VirtualBoard:
         self.pty = master
         self.cause = cause
         self.raw = mode == "raw"
-        self.swallow = None
+        self.swallow = "pending" if mode == "raw" else None
+        # Hold the host's keys until the flash is mounted (friendly) or the raw
+        # REPL is back (raw): a Ctrl-C earlier would interrupt the ROM itself.
+        self.listening = False
         self.wdt_timeout = self.wdt_deadline = None
         self.boots += 1
         self.emit("boot", boot=self.boots, cause=cause, mode=mode, pid=self.proc.pid)
-        if mode == "raw":
-            self.swallow = "pending"  # hold the host until the raw REPL is back
-        else:
-            self._flush_held()  # keys typed during the reboot reach main.py
 
     def kill(self, cause, mode="friendly", soft_banner=False, delay_s=0.0):
         """End the interpreter now; it boots again with the given reset cause."""
+        self.listening = False  # keys from now on are for the next boot
+        if b"\x03" in self.unanswered:
+            # A Ctrl-C the dying boot never answered (mpremote sends one right
+            # after `reset`) is meant for the board: the next boot gets it.
+            self.held[:0] = b"\x03"
+        self.unanswered = bytearray()
+        if self.proc is None:  # asleep: the reset wakes it at once
+            self.wake = None
+            self.spawn(mode, cause)
+            return
         if self.pending is None:
             self.pending = (cause, mode, soft_banner, delay_s)
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc.poll() is None:
             self.proc.kill()
 
     def _reap(self):
@@ -274,17 +291,24 @@ class VirtualBoard:
         if self.pending is not None:
             cause, mode, soft_banner, delay_s = self.pending
             self.pending = None
-        elif code == 0:
-            # Ctrl-D at a REPL ends the unix port; a board soft-reboots and
-            # keeps its reset cause. From the raw REPL main.py is skipped.
+        elif code >= 0:
+            # Ctrl-D or sys.exit() at a REPL ends the unix port; a board
+            # soft-reboots and keeps its reset cause. From the raw REPL
+            # main.py is skipped.
             cause, mode, soft_banner, delay_s = self.cause, "raw" if self.raw else "friendly", True, 0.0
         else:
             cause, mode, soft_banner, delay_s = "HARD_RESET", "friendly", False, 0.0
-            self.console.write(b"\r\n[vboard] interpreter died (exit %d): hard reset\r\n" % code)
+            self.console.write(b"\r\n[vboard] interpreter died (signal %d): hard reset\r\n" % -code)
         if soft_banner:
             self.console.write(SOFT_REBOOT)
+        now = time.monotonic()
+        if not delay_s and len(self.recent_spawns) == self.recent_spawns.maxlen \
+                and now - self.recent_spawns[0] < 1.0:
+            delay_s = 0.5  # a boot loop: pace it as a real board's boot time would
         if delay_s:
-            time.sleep(min(delay_s, 60.0))
+            # Deep sleep (or a paced boot loop): off until the timer wakes it.
+            self.wake = (now + min(delay_s, 3600.0), mode, cause)
+            return
         self.spawn(mode, cause)
 
     def _close_board_conns(self):
@@ -309,6 +333,9 @@ class VirtualBoard:
             self._from_board(data)
 
     def _from_board(self, data):
+        if self.trace is not None:
+            self.trace.append((time.monotonic(), "board>", data, self.swallow))
+        self.unanswered = bytearray()
         if self.swallow in ("prompt", "banner"):
             self.swallowed += data
             if self.swallow == "prompt":
@@ -325,7 +352,7 @@ class VirtualBoard:
             self.swallowed = b""
             self.swallow = None
             self.raw = True
-            self._flush_held()
+            self._listen()
         scan = self.tail + data
         r, f = scan.rfind(RAW_BANNER), scan.rfind(FRIENDLY_BANNER)
         if r >= 0 or f >= 0:
@@ -334,16 +361,23 @@ class VirtualBoard:
         self.console.write(data)
 
     def _to_board(self, data):
-        if self.proc is None or self.pty is None or self.swallow is not None:
-            self.held += data
+        if self.trace is not None:
+            self.trace.append((time.monotonic(), "host>", data, self.listening))
+        if self.proc is None or self.pty is None or not self.listening:
+            if len(self.held) + len(data) <= HELD_MAX:  # a board that is off hears nothing more
+                self.held += data
             return
         try:
             os.write(self.pty, data)
         except OSError:
             self.held += data
+            return
+        if len(self.unanswered) < HELD_MAX:
+            self.unanswered += data
 
-    def _flush_held(self):
-        if self.held and self.pty is not None and self.swallow is None:
+    def _listen(self):
+        self.listening = True
+        if self.held and self.pty is not None:
             data, self.held = bytes(self.held), bytearray()
             self._to_board(data)
 
@@ -371,15 +405,17 @@ class VirtualBoard:
             self.emit("reset", cause=parts[1])
             self.kill(parts[1], delay_s=delay)
         elif op == "softreboot":
-            self.emit("reset", cause="soft")
-            self.kill(self.cause, soft_banner=True)
+            self.emit("reset", cause="SOFT_REBOOT")
+            self.kill(self.cause, mode="raw" if self.raw else "friendly", soft_banner=True)
         elif op == "ready":
             self._drain_pty()
             if self.swallow == "pending":
                 self.swallow = "prompt"
             self._board_send("go")
             self.emit("ready", mode="raw" if self.swallow else "friendly")
-            self._flush_held()
+        elif op == "mounted":
+            if self.swallow is None:  # friendly boot: keys now reach boot.py and main.py
+                self._listen()
         elif op == "i2c":
             self._board_send(self._i2c(parts[1:]))
         else:
@@ -436,6 +472,7 @@ class VirtualBoard:
             self.board_conn = conn
             for gpio, value in self.inputs.items():
                 self._board_send(f"in {gpio} {value}")
+            self._board_send("wifi " + ("up" if self.wifi_up else "down"))
             self._board_send("sync")
             self.board_rx = rest
             self._board_process()
@@ -526,6 +563,7 @@ class VirtualBoard:
                 return {"kind": "reply", "ok": True}
             if "wifi" in cmd:
                 state = "up" if cmd["wifi"] in ("up", True) else "down"
+                self.wifi_up = state == "up"
                 self._board_send(f"wifi {state}")
                 self.emit("wifi", state=state)
                 return {"kind": "reply", "ok": True}
@@ -574,6 +612,8 @@ class VirtualBoard:
             ready, _, _ = select.select(rd, [], [], timeout)
         except InterruptedError:
             return
+        # Board messages first: a reset must be seen before keys meant for the next boot.
+        ready.sort(key=lambda r: r is not self.board_conn)
         for r in ready:
             if r is self.pty:
                 try:
@@ -616,9 +656,15 @@ class VirtualBoard:
             self.kill("WDT_RESET")
         if self.proc is not None and self.proc.poll() is not None:
             self._reap()
+        if self.wake is not None and time.monotonic() >= self.wake[0]:
+            _, mode, cause = self.wake
+            self.wake = None
+            self.spawn(mode, cause)
 
     def shutdown(self):
         self.stopping = True
+        for entry in self.trace or ():
+            self.log("vboard trace %.3f %s %r %r" % entry)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -634,6 +680,17 @@ class VirtualBoard:
         for alias in self.extra_links:
             if alias.is_symlink():
                 alias.unlink()
+
+
+def _refuse_if_in_use(link):
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(f"{link}.gpio")
+    except OSError:
+        return  # nobody answers: stale files from an ended run, safe to replace
+    finally:
+        probe.close()
+    raise FileExistsError(f"another virtual board is running on {link}; stop it or pick another --link")
 
 
 def _recv(conn, n=4096):

@@ -24,8 +24,10 @@ def test_deploy_then_status_on_pgw_console(deployed):
         con.expect(r"firmware +0\.1\.0")
         con.expect(r"board +virtual")
         con.expect(r"reset +SOFT_RESET")
-        # Ctrl-T drops to the MicroPython REPL; Ctrl-T again soft-reboots into the app.
+        # Ctrl-T drops to the MicroPython REPL in a maintenance boot (no app, no
+        # watchdog); Ctrl-T again soft-reboots into the app.
         con.send("\x14")
+        con.expect(r"SAFE MODE \(maintenance boot requested\)")
         con.expect(">>> ")
         con.send("print(6 * 7)\r")
         con.expect("42")
@@ -195,3 +197,32 @@ def test_status_reports_a_watchdog_reset(deployed):
         assert "reset     WDT_RESET" in answer, answer
     finally:
         con.close()
+
+
+def test_deploy_refuses_a_board_file_for_another_board(vboard):
+    proc = run_tool("pgw", "deploy", "--port", vboard.link, "--board", "esp32_devkitc", check=False)
+    assert proc.returncode == 1
+    assert "this virtual board emulates 'virtual'" in proc.stderr, proc.stderr
+    assert not (vboard.root / "board.json").exists()  # nothing was copied
+
+
+def test_interrupting_the_app_is_not_a_crash(deployed):
+    # mpremote stops the app with Ctrl-C each time; that must never add up to safe mode.
+    for _ in range(4):
+        run_tool("mpremote", "connect", deployed.link, "exec", "pass", "reset")
+    # At most the start now in progress is counted, never the interrupted ones.
+    record = (deployed.root / "state" / "boot.txt").read_text()
+    assert record.split()[1] in ("unhealthy=0", "unhealthy=1"), record
+    mark = deployed.channel.mark()
+    deployed.channel.power_cycle()
+    deployed.channel.wait_kind("wdt", since=mark)  # the app starts: no safe mode
+
+
+def test_script_mode_waits_for_each_answer_despite_heartbeats(deployed):
+    (deployed.root / "config.json").write_text(json.dumps({"heartbeat_s": 1}))
+    mark = deployed.channel.mark()
+    deployed.channel.power_cycle()
+    deployed.channel.wait_kind("wdt", since=mark)
+    out = run_tool("pgw", "console", "--port", deployed.link, input="status\nhelp\nstatus\n").stdout
+    assert out.count("firmware  0.1.0") == 2, out
+    assert "reboot [delay_ms]" in out, out

@@ -1,0 +1,328 @@
+# COSEM interface classes a meter client reads (IEC 62056-6-2, Blue Book): class
+# ids, attribute indexes, scaler/unit and the unit table, profile-generic capture
+# objects and selective-access descriptors, clock, disconnect control (read-only).
+from compat import const
+
+from dlms import axdr
+from dlms.obis import Obis, ObisError
+
+
+class CosemError(ValueError):
+    pass
+
+
+# class ids (Blue Book 4.5 .. 4.6) and the versions this module follows
+DATA = const(1)
+REGISTER = const(3)
+EXTENDED_REGISTER = const(4)
+DEMAND_REGISTER = const(5)
+PROFILE_GENERIC = const(7)
+CLOCK = const(8)
+DISCONNECT_CONTROL = const(70)
+
+LOGICAL_NAME = const(1)  # attribute 1 of every class
+# Data (1, version 0)
+DATA_VALUE = const(2)
+# Register (3, version 0)
+REGISTER_VALUE = const(2)
+REGISTER_SCALER_UNIT = const(3)
+# Extended register (4, version 0): value 2, scaler_unit 3 as Register
+EXTENDED_STATUS = const(4)
+EXTENDED_CAPTURE_TIME = const(5)
+# Demand register (5, version 0)
+DEMAND_CURRENT_AVERAGE = const(2)
+DEMAND_LAST_AVERAGE = const(3)
+DEMAND_SCALER_UNIT = const(4)
+DEMAND_STATUS = const(5)
+DEMAND_CAPTURE_TIME = const(6)
+DEMAND_START_TIME_CURRENT = const(7)
+DEMAND_PERIOD = const(8)
+DEMAND_NUMBER_OF_PERIODS = const(9)
+# Profile generic (7, version 1)
+PROFILE_BUFFER = const(2)
+PROFILE_CAPTURE_OBJECTS = const(3)
+PROFILE_CAPTURE_PERIOD = const(4)
+PROFILE_SORT_METHOD = const(5)
+PROFILE_SORT_OBJECT = const(6)
+PROFILE_ENTRIES_IN_USE = const(7)
+PROFILE_ENTRIES = const(8)
+# Clock (8, version 0)
+CLOCK_TIME = const(2)
+CLOCK_TIME_ZONE = const(3)
+CLOCK_STATUS = const(4)
+CLOCK_DST_BEGIN = const(5)
+CLOCK_DST_END = const(6)
+CLOCK_DST_DEVIATION = const(7)
+CLOCK_DST_ENABLED = const(8)
+CLOCK_BASE = const(9)
+# Disconnect control (70, version 0): read-only here, no methods
+DISCONNECT_OUTPUT_STATE = const(2)
+DISCONNECT_CONTROL_STATE = const(3)
+DISCONNECT_CONTROL_MODE = const(4)
+# control_state values
+DISCONNECTED = const(0)
+CONNECTED = const(1)
+READY_FOR_RECONNECTION = const(2)
+
+# access selectors of Profile generic buffer (attribute 2)
+ACCESS_RANGE = const(1)
+ACCESS_ENTRY = const(2)
+
+CLOCK_LN = b"\x00\x00\x01\x00\x00\xff"  # 0-0:1.0.0.255
+
+_CLASSES = (
+    (DATA, 0, "data", "logical_name value"),
+    (REGISTER, 0, "register", "logical_name value scaler_unit"),
+    (EXTENDED_REGISTER, 0, "extended_register", "logical_name value scaler_unit status capture_time"),
+    (DEMAND_REGISTER, 0, "demand_register",
+     "logical_name current_average_value last_average_value scaler_unit status"
+     " capture_time start_time_current period number_of_periods"),
+    (PROFILE_GENERIC, 1, "profile_generic",
+     "logical_name buffer capture_objects capture_period sort_method sort_object"
+     " entries_in_use profile_entries"),
+    (CLOCK, 0, "clock",
+     "logical_name time time_zone status daylight_savings_begin daylight_savings_end"
+     " daylight_savings_deviation daylight_savings_enabled clock_base"),
+    (DISCONNECT_CONTROL, 0, "disconnect_control", "logical_name output_state control_state control_mode"),
+)
+
+
+def _class(class_id):
+    for entry in _CLASSES:
+        if entry[0] == class_id:
+            return entry
+    return None
+
+
+def class_name(class_id):
+    entry = _class(class_id)
+    return entry[2] if entry else None
+
+
+def class_version(class_id):
+    entry = _class(class_id)
+    return entry[1] if entry else None
+
+
+def attribute_name(class_id, index):
+    entry = _class(class_id)
+    if entry is None or index < 1:
+        return None
+    names = entry[3].split()
+    return names[index - 1] if index <= len(names) else None
+
+
+def attribute_index(class_id, name):
+    entry = _class(class_id)
+    if entry is None:
+        return None
+    names = entry[3].split()
+    return names.index(name) + 1 if name in names else None
+
+
+# ---- scaler and unit
+
+
+def scaler_unit(value):
+    # decoded scaler_unit attribute (structure {integer scaler, enum unit}) -> (scaler, unit)
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise CosemError("scaler_unit is not a structure of two: %r" % (value,))
+    s, u = value
+    if type(s) is not int or not -128 <= s <= 127 or type(u) is not int or not 0 <= u <= 255:
+        raise CosemError("bad scaler_unit %r" % (value,))
+    return s, u
+
+
+def scale(value, scaler, exp=0):
+    # value * 10**scaler as an int in units of 10**exp: scale(2301, -1) -> 230 (V),
+    # scale(2301, -1, -3) -> 230100 (mV), scale(5, 3) -> 5000. Exact whenever
+    # scaler >= exp; otherwise rounded half away from zero. No float for ints;
+    # a float register value is scaled in float, then rounded the same way.
+    t = type(value)
+    if t is int:
+        k = scaler - exp
+        if k >= 0:
+            return value * 10 ** k
+        d = 10 ** -k
+        q, r = divmod(-value if value < 0 else value, d)
+        if 2 * r >= d:
+            q += 1
+        return -q if value < 0 else q
+    if t is float:
+        k = scaler - exp
+        x = value * 10 ** k if k >= 0 else value / 10 ** -k
+        if x != x or x in (float("inf"), float("-inf")):
+            raise CosemError("cannot scale %r" % (value,))
+        return int(x + 0.5) if x >= 0 else -int(-x + 0.5)
+    raise CosemError("register value %r is not a number" % (value,))
+
+
+def format_scaled(value, scaler):
+    # exact decimal text of value * 10**scaler for an int value: (2301, -1) -> "230.1"
+    if type(value) is not int:
+        return repr(value * 10 ** scaler if scaler >= 0 else value / 10 ** -scaler)
+    if scaler >= 0:
+        return str(value * 10 ** scaler)
+    digits = str(-value if value < 0 else value)
+    if len(digits) <= -scaler:
+        digits = "0" * (1 - scaler - len(digits)) + digits
+    text = digits[:scaler] + "." + digits[scaler:]
+    return "-" + text if value < 0 else text
+
+
+# DLMS unit enumeration (Blue Book 4.3.2, unit ::= enum): codes in one bytes
+# object, symbols in one string, same order.
+_UNIT_CODES = bytes(list(range(1, 58)) + list(range(60, 68)) + [70, 71, 72, 254, 255])
+_UNIT_NAMES = (
+    "a|mo|wk|d|h|min|s|°|°C|currency|m|m/s|m³|m³ (corrected)|m³/h|m³/h (corrected)"
+    "|m³/d|m³/d (corrected)|l|kg|N|Nm|Pa|bar|J|J/h|W|VA|var|Wh|VAh|varh|A|C|V|V/m|F|Ω"
+    "|Ωm²/m|Wb|T|A/m|H|Hz|1/(Wh)|1/(varh)|1/(VAh)|V²h|A²h|kg/s|S|K|1/(V²h)|1/(A²h)"
+    "|1/m³|%|Ah|Wh/m³|J/m³|Mol %|g/m³|Pa s|J/kg|g/cm²|atm|dBm|dBµV|dB|other|count"
+)
+# frequent ones by name
+UNIT_W = const(27)
+UNIT_VA = const(28)
+UNIT_VAR = const(29)
+UNIT_WH = const(30)
+UNIT_VAH = const(31)
+UNIT_VARH = const(32)
+UNIT_A = const(33)
+UNIT_V = const(35)
+UNIT_HZ = const(44)
+UNIT_PERCENT = const(56)
+UNIT_COUNT = const(255)
+
+
+def unit_name(code):
+    # symbol of a DLMS unit code, None if the code is not defined
+    if type(code) is not int or not 0 < code < 256:
+        return None
+    i = _UNIT_CODES.find(bytes((code,)))
+    if i < 0:
+        return None
+    start = 0
+    for _ in range(i):
+        start = _UNIT_NAMES.find("|", start) + 1
+    stop = _UNIT_NAMES.find("|", start)
+    return _UNIT_NAMES[start:] if stop < 0 else _UNIT_NAMES[start:stop]
+
+
+def reading(value, scaler_unit_value, exp=0):
+    # register value with its scaler_unit attribute -> (int in units of 10**exp, unit code)
+    s, u = scaler_unit(scaler_unit_value)
+    return scale(value, s, exp), u
+
+
+# ---- date-time attributes (Clock time, capture_time, profile timestamps)
+
+
+def as_date_time(value):
+    # a date-time attribute as meters send it: octet-string(12) or date-time (25)
+    if isinstance(value, axdr.DateTime):
+        return value
+    if isinstance(value, (bytes, bytearray)) and len(value) == 12:
+        return axdr.DateTime.from_octets(value)
+    raise CosemError("not a date-time: %r" % (value,))
+
+
+def clock_time_data(dt):
+    # Data for SET of Clock time (attribute 2): octet-string(12)
+    if not isinstance(dt, axdr.DateTime):
+        raise CosemError("clock time needs a DateTime")
+    return axdr.encode(axdr.OCTET_STRING, dt.to_octets())
+
+
+# ---- Profile generic
+
+
+def _obis_bytes(ln):
+    if isinstance(ln, Obis):
+        return ln.to_bytes()
+    if isinstance(ln, str):
+        try:
+            return Obis.parse(ln).to_bytes()
+        except ObisError as e:
+            raise CosemError(str(e))
+    if isinstance(ln, (bytes, bytearray)) and len(ln) == 6:
+        return bytes(ln)
+    raise CosemError("bad logical name %r" % (ln,))
+
+
+def capture_object(class_id, ln, attribute, data_index=0):
+    # capture_object_definition as a typed value for axdr.encode
+    if not (type(class_id) is int and 0 <= class_id <= 0xFFFF and type(attribute) is int
+            and -128 <= attribute <= 127 and type(data_index) is int and 0 <= data_index <= 0xFFFF):
+        raise CosemError("bad capture object (%r, %r, %r, %r)" % (class_id, ln, attribute, data_index))
+    return (axdr.STRUCTURE, [(axdr.LONG_UNSIGNED, class_id), (axdr.OCTET_STRING, _obis_bytes(ln)),
+                             (axdr.INTEGER, attribute), (axdr.LONG_UNSIGNED, data_index)])
+
+
+def parse_capture_objects(value):
+    # decoded capture_objects attribute -> [(class_id, Obis, attribute, data_index)]
+    if not isinstance(value, list):
+        raise CosemError("capture_objects is not an array")
+    out = []
+    for item in value:
+        if not isinstance(item, list) or len(item) != 4:
+            raise CosemError("capture object is not a structure of four: %r" % (item,))
+        cid, ln, att, idx = item
+        if type(cid) is not int or type(att) is not int or type(idx) is not int \
+                or not isinstance(ln, bytes) or len(ln) != 6:
+            raise CosemError("bad capture object %r" % (item,))
+        out.append((cid, Obis.from_bytes(ln), att, idx))
+    return out
+
+
+def _bound(v):
+    if isinstance(v, axdr.DateTime):
+        return (axdr.OCTET_STRING, v.to_octets())
+    if isinstance(v, tuple) and len(v) == 2:
+        return v  # any (tag, value), e.g. (DOUBLE_LONG_UNSIGNED, unix time)
+    raise CosemError("range bound needs a DateTime or (tag, value), not %r" % (v,))
+
+
+def range_descriptor(from_value, to_value, restricting=None, selected=()):
+    # access-parameters of selector ACCESS_RANGE as A-XDR bytes: structure
+    # {restricting_object, from_value, to_value, selected_values}. The bounds are
+    # DateTimes (sent as octet-string(12), as meters expect) or (tag, value);
+    # restricting defaults to the clock time (8, 0-0:1.0.0.255, 2, 0); selected
+    # is capture objects as (class_id, ln, attribute, data_index), empty = all.
+    if restricting is None:
+        restricting = (CLOCK, CLOCK_LN, CLOCK_TIME, 0)
+    cols = [capture_object(*c) for c in selected]
+    try:
+        return axdr.encode(axdr.STRUCTURE, [capture_object(*restricting), _bound(from_value),
+                                            _bound(to_value), (axdr.ARRAY, cols)])
+    except axdr.EncodeError as e:
+        raise CosemError(str(e))
+
+
+def entry_descriptor(from_entry=1, to_entry=0, from_selected_value=1, to_selected_value=0):
+    # access-parameters of selector ACCESS_ENTRY: entries and columns count from 1,
+    # 0 as the upper bound means "up to the last"
+    try:
+        return axdr.encode(axdr.STRUCTURE, [(axdr.DOUBLE_LONG_UNSIGNED, from_entry),
+                                            (axdr.DOUBLE_LONG_UNSIGNED, to_entry),
+                                            (axdr.LONG_UNSIGNED, from_selected_value),
+                                            (axdr.LONG_UNSIGNED, to_selected_value)])
+    except axdr.EncodeError as e:
+        raise CosemError(str(e))
+
+
+# ---- Clock and Disconnect control values
+
+_CLOCK_BASES = "not_defined internal_crystal mains_50hz mains_60hz gps radio_controlled"
+_CONTROL_STATES = "disconnected connected ready_for_reconnection"
+
+
+def _word(words, i):
+    w = words.split()
+    return w[i] if type(i) is int and 0 <= i < len(w) else None
+
+
+def clock_base_name(value):
+    return _word(_CLOCK_BASES, value)
+
+
+def control_state_name(value):
+    return _word(_CONTROL_STATES, value)

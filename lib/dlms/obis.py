@@ -1,0 +1,239 @@
+# OBIS codes (IEC 62056-61): parse and format "A-B:C.D.E*F", "A.B.C.D.E.F" and
+# 12 hex digits; the 6-octet logical name; a small table of readable names.
+from compat import const
+
+_MAX_TEXT = const(40)
+
+
+class ObisError(ValueError):
+    pass
+
+
+class Obis:
+    # Six value groups A..F, 0..255 each, kept as the 6-octet logical name.
+    def __init__(self, a, b, c, d, e, f=255):
+        for v in (a, b, c, d, e, f):
+            if type(v) is not int or v < 0 or v > 255:
+                raise ObisError("OBIS value group %r out of 0..255" % (v,))
+        self._ln = bytes((a, b, c, d, e, f))
+
+    @classmethod
+    def from_bytes(cls, b6):
+        if not isinstance(b6, (bytes, bytearray, memoryview)) or len(b6) != 6:
+            raise ObisError("logical name needs 6 octets")
+        o = object.__new__(cls)
+        o._ln = bytes(b6)
+        return o
+
+    @classmethod
+    def parse(cls, text, a=1, b=0):
+        # "1-0:1.8.0*255", "1-0:1.8.0" (F = 255), "1-0:1.8.0.255", "1.8.0" or "1.8.0*255" (A-B: left
+        # out as in D0 readouts and meter manuals: A, B given by the caller,
+        # electricity channel 0 by default), "1.0.1.8.0.255", "0100010800FF".
+        if type(text) is not str:
+            raise ObisError("OBIS text must be str")
+        s = text.strip()
+        if len(s) > _MAX_TEXT:
+            raise ObisError("OBIS text too long")
+        if len(s) == 12 and "." not in s and ":" not in s:
+            for ch in s:
+                if not ("0" <= ch <= "9" or "a" <= ch <= "f" or "A" <= ch <= "F"):
+                    raise ObisError("bad OBIS hex %r" % text)
+            return cls.from_bytes(bytes.fromhex(s))
+        f = 255
+        star = s.find("*")
+        if star < 0:
+            star = s.find("&")  # IEC 62056-61 billing-period separator
+        if star >= 0:
+            f = _group(s[star + 1:], text)
+            s = s[:star]
+        colon = s.find(":")
+        if colon >= 0:
+            ab = s[:colon].split("-")
+            if len(ab) != 2:
+                raise ObisError("bad OBIS %r" % text)
+            a = _group(ab[0], text)
+            b = _group(ab[1], text)
+            cde = s[colon + 1:].split(".")
+            if len(cde) == 4 and star < 0:  # "1-0:1.8.0.255", as dlms-cosem writes it
+                f = _group(cde[3], text)
+                cde = cde[:3]
+            if len(cde) != 3:
+                raise ObisError("bad OBIS %r" % text)
+        else:
+            parts = s.split(".")
+            if len(parts) == 6 and star < 0:
+                a = _group(parts[0], text)
+                b = _group(parts[1], text)
+                f = _group(parts[5], text)
+                cde = parts[2:5]
+            elif len(parts) == 3:
+                cde = parts
+            else:
+                raise ObisError("bad OBIS %r" % text)
+        return cls(a, b, _group(cde[0], text), _group(cde[1], text), _group(cde[2], text), f)
+
+    def to_bytes(self):
+        return self._ln
+
+    @property
+    def a(self):
+        return self._ln[0]
+
+    @property
+    def b(self):
+        return self._ln[1]
+
+    @property
+    def c(self):
+        return self._ln[2]
+
+    @property
+    def d(self):
+        return self._ln[3]
+
+    @property
+    def e(self):
+        return self._ln[4]
+
+    @property
+    def f(self):
+        return self._ln[5]
+
+    def dotted(self):
+        return "%d.%d.%d.%d.%d.%d" % tuple(self._ln)
+
+    def hex(self):
+        return "%02X%02X%02X%02X%02X%02X" % tuple(self._ln)
+
+    def __str__(self):
+        return "%d-%d:%d.%d.%d*%d" % tuple(self._ln)
+
+    def __repr__(self):
+        return "Obis('%s')" % self
+
+    def __eq__(self, other):
+        return isinstance(other, Obis) and other._ln == self._ln
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __lt__(self, other):
+        return self._ln < other._ln
+
+    def __hash__(self):
+        return hash(self._ln)
+
+
+def _group(s, text):
+    # 1..3 ASCII digits (str.isdigit would take other scripts' digits on CPython)
+    if not 1 <= len(s) <= 3:
+        raise ObisError("bad OBIS value group %r in %r" % (s, text))
+    v = 0
+    for ch in s:
+        if not "0" <= ch <= "9":
+            raise ObisError("bad OBIS value group %r in %r" % (s, text))
+        v = v * 10 + ord(ch) - 48
+    if v > 255:
+        raise ObisError("OBIS value group %d out of 0..255 in %r" % (v, text))
+    return v
+
+
+# Readable names: 6-octet keys in one bytes object, names in one string, same
+# order (34 entries: 204 + 747 = 951 octets of data; no per-entry objects).
+_KEYS = (
+    b"\x01\x00\x01\x08\x00\xff" b"\x01\x00\x01\x08\x01\xff" b"\x01\x00\x01\x08\x02\xff"
+    b"\x01\x00\x02\x08\x00\xff" b"\x01\x00\x02\x08\x01\xff" b"\x01\x00\x02\x08\x02\xff"
+    b"\x01\x00\x03\x08\x00\xff" b"\x01\x00\x04\x08\x00\xff"
+    b"\x01\x00\x01\x07\x00\xff" b"\x01\x00\x02\x07\x00\xff" b"\x01\x00\x10\x07\x00\xff"
+    b"\x01\x00\x03\x07\x00\xff" b"\x01\x00\x04\x07\x00\xff"
+    b"\x01\x00\x15\x07\x00\xff" b"\x01\x00\x29\x07\x00\xff" b"\x01\x00\x3d\x07\x00\xff"
+    b"\x01\x00\x16\x07\x00\xff" b"\x01\x00\x2a\x07\x00\xff" b"\x01\x00\x3e\x07\x00\xff"
+    b"\x01\x00\x20\x07\x00\xff" b"\x01\x00\x34\x07\x00\xff" b"\x01\x00\x48\x07\x00\xff"
+    b"\x01\x00\x1f\x07\x00\xff" b"\x01\x00\x33\x07\x00\xff" b"\x01\x00\x47\x07\x00\xff"
+    b"\x01\x00\x0e\x07\x00\xff" b"\x01\x00\x0d\x07\x00\xff"
+    b"\x00\x00\x01\x00\x00\xff" b"\x00\x00\x2a\x00\x00\xff" b"\x01\x00\x63\x01\x00\xff"
+    b"\x01\x00\x63\x02\x00\xff" b"\x00\x00\x60\x01\x00\xff" b"\x00\x00\x60\x03\x0a\xff"
+    b"\x00\x00\x60\x0e\x00\xff"
+)
+_NAMES = (
+    "Active energy import (+A) total\n"
+    "Active energy import (+A) tariff 1\n"
+    "Active energy import (+A) tariff 2\n"
+    "Active energy export (-A) total\n"
+    "Active energy export (-A) tariff 1\n"
+    "Active energy export (-A) tariff 2\n"
+    "Reactive energy import (+R) total\n"
+    "Reactive energy export (-R) total\n"
+    "Active power import (+P)\n"
+    "Active power export (-P)\n"
+    "Active power net (+P - -P)\n"
+    "Reactive power import (+Q)\n"
+    "Reactive power export (-Q)\n"
+    "Active power import L1\n"
+    "Active power import L2\n"
+    "Active power import L3\n"
+    "Active power export L1\n"
+    "Active power export L2\n"
+    "Active power export L3\n"
+    "Voltage L1\n"
+    "Voltage L2\n"
+    "Voltage L3\n"
+    "Current L1\n"
+    "Current L2\n"
+    "Current L3\n"
+    "Frequency\n"
+    "Power factor\n"
+    "Clock\n"
+    "Logical device name\n"
+    "Load profile 1\n"
+    "Load profile 2\n"
+    "Serial number (device ID 1)\n"
+    "Disconnect control\n"
+    "Current tariff"
+)
+
+
+def _lookup(key):
+    i = _KEYS.find(key)
+    while i >= 0 and i % 6:
+        i = _KEYS.find(key, i + 1)
+    if i < 0:
+        return None
+    start = 0
+    for _ in range(i // 6):
+        start = _NAMES.find("\n", start) + 1
+    stop = _NAMES.find("\n", start)
+    return _NAMES[start:] if stop < 0 else _NAMES[start:stop]
+
+
+def name(obis):
+    # readable name of an Obis (or 6 octets, or OBIS text), None if unknown.
+    # Another channel B or a billing period F (historic value) is named after
+    # the base code with the channel / period appended.
+    if isinstance(obis, str):
+        obis = Obis.parse(obis)
+    ln = obis.to_bytes() if isinstance(obis, Obis) else bytes(obis)
+    if len(ln) != 6:
+        raise ObisError("logical name needs 6 octets")
+    n = _lookup(ln)
+    if n is not None:
+        return n
+    n = _lookup(ln[:1] + b"\x00" + ln[2:5] + b"\xff")
+    if n is None:
+        return None
+    if ln[1]:
+        n += ", channel %d" % ln[1]
+    if ln[5] != 255:
+        n += ", billing period %d" % ln[5]
+    return n
+
+
+def table_size():
+    # octets of the name table's data (keys + names), for the RAM budget
+    return len(_KEYS) + len(_NAMES)
+
+
+def codes():
+    # every named code, in table order (for docs and tests; allocates)
+    return [Obis.from_bytes(_KEYS[i:i + 6]) for i in range(0, len(_KEYS), 6)]
