@@ -223,7 +223,6 @@ class VirtualBoard:
     def spawn(self, mode, cause):
         self.recent_spawns.append(time.monotonic())
         master, slave = os.openpty()
-        attrs = termios.tcgetattr(slave)
         tty.setraw(slave)
         attrs = termios.tcgetattr(slave)
         attrs[3] |= termios.ISIG  # Ctrl-C -> SIGINT -> KeyboardInterrupt, as a board's UART IRQ does

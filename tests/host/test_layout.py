@@ -74,3 +74,12 @@ def test_no_registry_host_names_in_tracked_text():
             continue
         if path.is_file() and path.suffix in {".py", ".md", ".toml", ".txt", ".json", ""}:
             assert not pattern.search(path.read_text(errors="replace")), path
+
+
+def test_gpl_peers_stay_in_the_simulator():
+    # gurux-dlms is GPL-2.0: only host_tools/sim/ and tests may import it.
+    for folder in ("lib", "firmware", "boards", "host_tools"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "sim" in path.relative_to(ROOT).parts[:2]:
+                continue
+            assert "gurux_dlms" not in set(imports_of(path)), path
