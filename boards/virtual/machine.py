@@ -249,7 +249,12 @@ class RTC:
 
 class UART(io.IOBase):
     # Bytes go through the supervisor to a host pty, where a meter
-    # simulator opens them like a USB-RS485 adapter.
+    # simulator opens them like a USB-RS485 adapter. The supervisor paces
+    # them at this UART's baud rate; here write() returns at once, as into
+    # a TX FIFO, and txdone()/flush() follow the same line timing.
+    # read(n): waits up to `timeout` ms for the first byte, then at most
+    # `timeout_char` ms between bytes (at least one character time plus
+    # 1 ms, as the ESP32 port enforces), until n bytes; None if none came.
     def __init__(self, id, baudrate=9600, bits=8, parity=None, stop=1, **kw):
         self._id = id
         self._sock = None
@@ -259,7 +264,14 @@ class UART(io.IOBase):
              timeout=0, timeout_char=0, rxbuf=256, **kw):
         self.deinit()
         self._timeout = timeout
+        frame_bits = 1 + bits + (0 if parity is None else 1) + stop
+        self._char_us = (frame_bits * 1000000 + baudrate - 1) // baudrate
+        self._timeout_char = max(timeout_char, 12000 // baudrate + 1)
+        self._rxbuf = max(rxbuf, 32)
+        self._rx = bytearray()
+        self._tx_end = time.ticks_us()
         s = socket.socket()
+        s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: no Nagle delay on small writes
         s.connect(socket.getaddrinfo("127.0.0.1", int(os.getenv("PGW_VBOARD_PORT")))[0][-1])
         par = "N" if parity is None else ("E" if parity == 0 else "O")
         hello = "uart %s %s %d %d %s %d\n" % (
@@ -275,23 +287,50 @@ class UART(io.IOBase):
             self._sock.close()
             self._sock = None
 
-    def _wait(self):
-        return bool(self._poller.poll(self._timeout))
+    def _pull(self):
+        # Move what has arrived into the RX buffer (at most rxbuf bytes; the
+        # rest waits in the socket, as a flow-controlled FIFO would).
+        room = self._rxbuf - len(self._rx)
+        while room > 0 and self._poller.poll(0):
+            try:
+                data = self._sock.recv(room)
+            except OSError:
+                return
+            if not data:
+                return
+            self._rx += data
+            room -= len(data)
+
+    def _wait(self, ms):
+        # True once a byte is buffered; waits up to ms (-1: forever).
+        self._pull()
+        if self._rx:
+            return True
+        if ms == 0 or not self._poller.poll(ms):
+            return False
+        self._pull()
+        return bool(self._rx)
 
     def any(self):
-        return 1 if self._poller.poll(0) else 0
+        self._pull()
+        return len(self._rx)
 
     def read(self, n=-1):
-        if not self._wait():
+        if n == 0:
+            return b""
+        if not self._wait(self._timeout):
             return None
-        try:
-            data = self._sock.recv(n if n > 0 else 4096)
-        except OSError:
-            return None
-        return data or None
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            if not self._rx and not self._wait(self._timeout_char):
+                break
+            k = len(self._rx) if n < 0 else min(len(self._rx), n - len(out))
+            out += self._rx[:k]
+            self._rx = self._rx[k:]
+        return bytes(out)
 
     def readinto(self, buf, n=-1):
-        data = self.read(len(buf) if n < 0 else n)
+        data = self.read(len(buf) if n < 0 else min(n, len(buf)))
         if not data:
             return None
         buf[: len(data)] = data
@@ -312,21 +351,31 @@ class UART(io.IOBase):
             self._sock.write(buf)
         finally:
             self._sock.setblocking(False)
+        now = time.ticks_us()
+        start = self._tx_end if time.ticks_diff(self._tx_end, now) > 0 else now
+        self._tx_end = time.ticks_add(start, len(buf) * self._char_us)
         return len(buf)
 
     def flush(self):
-        pass
+        # Returns once every written byte has left the line.
+        left = time.ticks_diff(self._tx_end, time.ticks_us())
+        if left > 0:
+            time.sleep_us(left)
 
     def txdone(self):
-        return True
+        return time.ticks_diff(self._tx_end, time.ticks_us()) <= 0
 
     def ioctl(self, req, arg):
         if req == 3:  # MP_STREAM_POLL, so asyncio streams work on a UART
             ready = 0
-            for _obj, ev in self._poller.poll(0):
-                ready |= ev & arg
+            if arg & select.POLLIN:
+                self._pull()
+                if self._rx:
+                    ready |= select.POLLIN
             return ready | (arg & select.POLLOUT)
-        return 0
+        # Nothing else, MP_STREAM_GET_FILENO (10) included: answering 0 there
+        # would make select poll fd 0 (stdin) in place of this UART.
+        return -1
 
 
 _ENODEV = 19

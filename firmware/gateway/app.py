@@ -40,6 +40,16 @@ class App:
         self.commands.add("status", self.cmd_status, "firmware, board, uptime, heap, boots, reset cause")
         self.commands.add("reboot", self.cmd_reboot, "restart the gateway (machine.reset)",
                           (Arg("delay_ms", "int", 0, 60000, optional=True),))
+        self.commands.add("meters", self.cmd_meters, "meter states and key readings; NAME: all of one meter",
+                          (Arg("name", optional=True, maxlen=16),))
+        self.meters = None
+        if self.config.get("meters"):
+            # Imported only when configured: the service and its drivers cost heap.
+            from gateway.meters.service import MeterService
+
+            self.meters = MeterService(self.config["meters"], self.board, usbconsole.say)
+        # The meter schema is checked once per boot: give its heap back.
+        sys.modules.pop("meterconfig", None)
 
     def heap_line(self):
         gc.collect()
@@ -58,6 +68,16 @@ class App:
         if boot.config_errors:
             rows.append(("config", "; ".join(boot.config_errors)))
         return table(rows)
+
+    def cmd_meters(self, name=None):
+        if self.meters is None:
+            return "no meters configured" + (" (config errors: see status)" if boot.config_errors else "")
+        if name is None:
+            return self.meters.summary()
+        h = self.meters.find(name)
+        if h is None:
+            raise ConsoleError("no meter %r; meters: %s" % (name, ", ".join(m.name for m in self.meters.meters)))
+        return self.meters.details(h)
 
     def cmd_reboot(self, delay_ms=100):
         asyncio.create_task(self._reboot(delay_ms))
@@ -99,6 +119,8 @@ class App:
         asyncio.create_task(self.heartbeat())
         asyncio.create_task(self.healthy())
         asyncio.create_task(usbconsole.serve(self.commands))
+        if self.meters is not None:
+            self.meters.start()
         await self.crashed.wait()
         raise self.crash or RuntimeError("app task failed")
 

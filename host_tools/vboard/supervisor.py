@@ -14,7 +14,9 @@ bytes between the two and plays the parts of a board the unix port lacks:
 * the stand-in `machine` module reports pins, PWM and the watchdog over a
   loopback socket (see boards/virtual/vboard_link.py), and the host sees
   them, time-stamped, on the GPIO channel (a unix socket, JSON lines);
-* each board UART is a pty of its own for a meter simulator to open.
+* each board UART is a pty of its own for a meter simulator to open; bytes
+  cross it no faster than the line the firmware opened (baud rate, bits,
+  parity, stop bits) would carry them, in both directions.
 """
 
 import collections
@@ -46,6 +48,7 @@ SOFT_REBOOT = b"MPY: soft reboot\r\n"
 EVENT_HISTORY = 20000
 HELD_MAX = 65536
 VIRTUAL_UARTS = (1, 2)
+UART_QUEUE_MAX = 4096  # bytes waiting for the line per direction; more waits in the kernel
 
 
 def micropython_path():
@@ -129,6 +132,63 @@ class HostPort:
             os.close(self.master)
 
 
+class PacedLine:
+    """One direction of a UART line: bytes come out no faster than the baud rate allows.
+
+    A character takes (1 start + bits + parity + stop) / baud seconds; a byte
+    is released when its last bit would have arrived at the far end. The
+    supervisor loop calls `take(now)` and sleeps at most until `due`, so
+    pacing never blocks it. The queue is bounded: the caller stops reading
+    from the source while `full()`, and the sender's kernel buffer (then its
+    blocking write) takes the backpressure, as a real UART's FIFO does.
+    """
+
+    def __init__(self, limit=UART_QUEUE_MAX):
+        self.buf = bytearray()
+        self.limit = limit
+        self.char_s = 0.0  # 0: unpaced (no hello yet)
+        self.due = 0.0  # when the head byte has fully arrived
+        self.idle_at = 0.0  # when the line finished its last byte
+
+    def configure(self, baudrate, bits, parity, stop):
+        frame_bits = 1 + bits + (0 if parity == "N" else 1) + stop
+        self.char_s = frame_bits / baudrate if baudrate > 0 else 0.0
+
+    def full(self):
+        return len(self.buf) >= self.limit
+
+    def push(self, data, now):
+        if not data:
+            return
+        if not self.buf:
+            self.due = max(now, self.idle_at) + self.char_s
+        self.buf += data
+
+    def take(self, now):
+        """Bytes whose time has come (b"" if none)."""
+        if not self.buf or now < self.due:
+            return b""
+        if self.char_s:
+            n = min(len(self.buf), int((now - self.due) / self.char_s) + 1)
+        else:
+            n = len(self.buf)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        self.due += n * self.char_s
+        if not self.buf:
+            self.idle_at = self.due - self.char_s
+        return out
+
+    def wait(self, now):
+        """Seconds until the next byte is due, or None when nothing is queued."""
+        if not self.buf:
+            return None
+        return max(0.0, self.due - now)
+
+    def clear(self):
+        self.buf = bytearray()
+
+
 class VirtualBoard:
     def __init__(self, root, link, board="virtual", heap_kb=None, uid=None, log=None):
         self.board = load_board(board)
@@ -147,10 +207,14 @@ class VirtualBoard:
         _refuse_if_in_use(self.link)
         self.console = HostPort(self.link)
         self.uarts = {}
+        self.uart_tx = {}  # uart id -> PacedLine, board to host
+        self.uart_rx = {}  # uart id -> PacedLine, host to board
         rs485 = self.board.buses.get("rs485_uart")
         for uid_ in sorted(set(VIRTUAL_UARTS) | ({rs485} if rs485 is not None else set())):
             port = HostPort(f"{self.link}.uart{uid_}")
             self.uarts[str(uid_)] = port
+            self.uart_tx[str(uid_)] = PacedLine()
+            self.uart_rx[str(uid_)] = PacedLine()
         self.extra_links = []
         if rs485 is not None:
             alias = Path(f"{self.link}.rs485")
@@ -318,6 +382,8 @@ class VirtualBoard:
         self.board_rx = b""
         self.uart_conns.clear()
         self.pending_conns.clear()
+        for line in self.uart_rx.values():
+            line.clear()  # nobody is left to receive them
 
     # ---- console bytes ----
 
@@ -446,6 +512,9 @@ class VirtualBoard:
     def _accept_ctl(self):
         conn, _ = self.ctl.accept()
         conn.setblocking(False)
+        # Paced UART bytes go out a few at a time: Nagle's algorithm with the
+        # peer's delayed ACK would hold them back ~40 ms, a false line silence.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.pending_conns[conn] = b""
 
     def _pending_read(self, conn):
@@ -476,11 +545,13 @@ class VirtualBoard:
             self.board_rx = rest
             self._board_process()
         elif len(parts) == 7 and parts[0] == "uart" and parts[1] == self.token and parts[2] in self.uarts:
-            self.uart_conns[conn] = parts[2]
-            self.emit("uart", id=parts[2], baudrate=int(parts[3]), bits=int(parts[4]),
-                      parity=parts[5], stop=int(parts[6]))
-            if rest:
-                self.uarts[parts[2]].write(rest)
+            uid_ = parts[2]
+            self.uart_conns[conn] = uid_
+            baud, bits, parity, stop = int(parts[3]), int(parts[4]), parts[5], int(parts[6])
+            self.uart_tx[uid_].configure(baud, bits, parity, stop)
+            self.uart_rx[uid_].configure(baud, bits, parity, stop)
+            self.emit("uart", id=uid_, baudrate=baud, bits=bits, parity=parity, stop=stop)
+            self.uart_tx[uid_].push(rest, time.monotonic())
         else:
             conn.close()
 
@@ -509,17 +580,37 @@ class VirtualBoard:
             self.uart_conns.pop(conn, None)
             conn.close()
             return
-        self.uarts[uid_].write(data)
+        self.uart_tx[uid_].push(data, time.monotonic())
 
     def _uart_from_host(self, uid_, data):
-        for conn, u in list(self.uart_conns.items()):
-            if u == uid_:
-                try:
-                    conn.sendall(data)
-                except OSError:
-                    pass
-                return
-        # No firmware has this UART open: the bytes fall on the floor.
+        if uid_ in self.uart_conns.values():
+            self.uart_rx[uid_].push(data, time.monotonic())
+        # else no firmware has this UART open: the bytes fall on the floor.
+
+    def _uart_release(self, now):
+        # Bytes whose time on the line is over go on; -> seconds until the next is due.
+        wait = None
+        for uid_, line in self.uart_tx.items():
+            data = line.take(now)
+            if data:
+                self.uarts[uid_].write(data)
+            w = line.wait(now)
+            if w is not None and (wait is None or w < wait):
+                wait = w
+        for uid_, line in self.uart_rx.items():
+            data = line.take(now)
+            if data:
+                for conn, u in list(self.uart_conns.items()):
+                    if u == uid_:
+                        try:
+                            conn.sendall(data)
+                        except OSError:
+                            pass
+                        break
+            w = line.wait(now)
+            if w is not None and (wait is None or w < wait):
+                wait = w
+        return wait
 
     # ---- the host's GPIO channel ----
 
@@ -598,14 +689,20 @@ class VirtualBoard:
         self.console.check()
         for port in self.uarts.values():
             port.check()
-        rd = [self.ctl, self.gpio_srv, *self.gpio_clients, *self.pending_conns, *self.uart_conns]
+        wait = self._uart_release(time.monotonic())
+        if wait is not None:
+            timeout = min(timeout, wait)
+        # A full line queue stops reading its source: backpressure, not loss.
+        rd = [self.ctl, self.gpio_srv, *self.gpio_clients, *self.pending_conns,
+              *(c for c, u in self.uart_conns.items() if not self.uart_tx[u].full())]
         if self.board_conn is not None:
             rd.append(self.board_conn)
         if self.pty is not None:
             rd.append(self.pty)
         if self.console.connected:
             rd.append(self.console.master)
-        host_uarts = {p.master: u for u, p in self.uarts.items() if p.connected}
+        host_uarts = {p.master: u for u, p in self.uarts.items()
+                      if p.connected and not self.uart_rx[u].full()}
         rd.extend(host_uarts)
         try:
             ready, _, _ = select.select(rd, [], [], timeout)
