@@ -20,13 +20,17 @@ def _rom():
     os.mount(HostDirFlash(os.getenv("PGW_VBOARD_ROOT")), "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
-    # Only now may the host's keys (and Ctrl-C) reach the interpreter.
-    vboard_link.send("mounted")
+    # Only now may the host's keys (and Ctrl-C) reach the interpreter. A
+    # Ctrl-C typed while the board was resetting is handed over here, not as
+    # a signal: the interpreter does not see a SIGINT this early reliably.
+    interrupted = vboard_link.request("mounted", "go") == "go interrupt"
 
     scripts = ("boot.py",)
-    if os.getenv("PGW_VBOARD_MODE") != "raw":  # raw-REPL soft reboot skips main.py
-        scripts = ("boot.py", "main.py")
+    if os.getenv("PGW_VBOARD_MODE") != "raw" and not interrupted:
+        scripts = ("boot.py", "main.py")  # a raw-REPL soft reboot, or a Ctrl-C, skips main.py
     g = globals()
+    if interrupted:
+        print("KeyboardInterrupt: main.py skipped")
     for name in scripts:
         try:
             os.stat(name)

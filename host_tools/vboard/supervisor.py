@@ -479,6 +479,12 @@ class VirtualBoard:
             self._board_send("go")
             self.emit("ready", mode="raw" if self.swallow else "friendly")
         elif op == "mounted":
+            i = self.held.rfind(b"\x03")
+            if i >= 0:
+                # Ctrl-C pressed during the reset: a line discipline would
+                # drop what came before it; the ROM skips main.py.
+                del self.held[: i + 1]
+            self._board_send("go interrupt" if i >= 0 else "go")
             if self.swallow is None:  # friendly boot: keys now reach boot.py and main.py
                 self._listen()
         elif op == "i2c":
