@@ -40,6 +40,9 @@ PROFILE_LN = b"\x01\x00\x63\x01\x00\xff"  # 1-0:99.1.0.255
 ROWS = 1000
 MAX_INFO = 512  # proposed HDLC information field, both ways
 MAX_PDU = 1024  # proposed client-max-receive-pdu-size: bounds each block
+# format, addresses (up to 4 + 4), control, HCS and FCS around the information
+# field: the receive buffer is sized to the frame we negotiate, not to 2 KB.
+FRAME_OVERHEAD = 16
 PASSWORD = b"12345678"
 LLS_CLIENT = 17
 HLS_CLIENT = 1
@@ -57,7 +60,8 @@ def _stack(variant="lls", max_info=MAX_INFO, max_pdu=MAX_PDU):
 
     hls = variant == "hls"
     link = hdlc.Link(hdlc.server_address(1, 0x10), HLS_CLIENT if hls else LLS_CLIENT,
-                     max_info_tx=max_info, max_info_rx=max_info, max_data_len=max_pdu + 64)
+                     max_info_tx=max_info, max_info_rx=max_info, max_data_len=max_pdu + 64,
+                     max_frame_len=max_info + FRAME_OVERHEAD)
     t = client.HdlcTransport(link, max_pdu)
     if hls:
         sc = security.SecurityContext(TITLE, EK, AK, 1000)
