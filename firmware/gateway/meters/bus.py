@@ -7,9 +7,9 @@ import time
 import asyncio
 
 from compat import const
-from modbus.rtu import silence_us
 
 _RXBUF = const(512)
+_PARITY = {"N": None, "E": 0, "O": 1}  # settings letter -> machine.UART parity
 # End of an answer: no byte for this long. Above the spec's 3.5 characters
 # because a USB adapter or the virtual board's pty delivers in bursts.
 _GAP_FLOOR_MS = const(25)
@@ -20,11 +20,8 @@ class Rs485Bus:
     def __init__(self, uart, settings, de=None, de_on=1):
         # settings: (baudrate, bits, parity "N"/"E"/"O", stop)
         self.uart = uart
-        self.settings = settings
-        baud, bits, parity, stop = settings
-        self.char_us = ((1 + bits + (parity != "N") + stop) * 1000000 + baud - 1) // baud
-        self.silence_us = silence_us(baud)  # Modbus t3.5 between frames
-        self.gap_ms = max(_GAP_FLOOR_MS, (self.silence_us + 999) // 1000)
+        self.settings = settings  # the configured line; other meters on the bus compare against it
+        self._timing(settings[0], settings[1], settings[2], settings[3])
         self._de = de
         self._de_on = de_on
         if de is not None:
@@ -39,6 +36,29 @@ class Rs485Bus:
         self.tx_bytes = 0
         self.rx_bytes = 0
         self.stale_bytes = 0  # arrived while nobody was asking: late or foreign answers
+
+    def _timing(self, baud, bits, parity, stop):
+        # Computed here rather than taken from modbus.rtu, so a DLMS-only
+        # gateway does not load the Modbus modules (~11 KB of heap).
+        frame_bits = 1 + bits + (parity != "N") + stop  # start, data, parity, stop
+        self.char_us = (frame_bits * 1000000 + baud - 1) // baud
+        # t3.5 between frames: 3.5 characters, fixed 1750 us above 19200 baud (Modbus RTU 2.5.1.1)
+        self.silence_us = 1750 if baud > 19200 else (35 * frame_bits * 100000 + baud - 1) // baud
+        self.gap_ms = max(_GAP_FLOOR_MS, (self.silence_us + 999) // 1000)
+
+    def set_line(self, baud, bits, parity, stop):
+        # Re-time the UART for another line setting (IEC 62056-21 mode E's
+        # 300 baud 7E1, then the meter's speed). Call holding `lock`. Pins
+        # stay (init without tx/rx keeps them); `settings` stays the
+        # configured line.
+        self.uart.init(baudrate=baud, bits=bits, parity=_PARITY[parity], stop=stop,
+                       timeout=0, timeout_char=0, rxbuf=_RXBUF)
+        self._timing(baud, bits, parity, stop)
+
+    def restore_line(self):
+        # Back to the configured settings.
+        s = self.settings
+        self.set_line(s[0], s[1], s[2], s[3])
 
     def describe(self):
         baud, bits, parity, stop = self.settings

@@ -23,7 +23,6 @@ _WAIT_MS = const(50)  # read slice: how often the link's timers are looked at
 _IDLE_MS = const(45000)  # reconnect before a meter drops an idle link (60-120 s)
 _UNDEFINED = const(4)  # data-access-result object-undefined
 _INCONSISTENT = const(9)  # object-class-inconsistent
-_PARITY = {"N": None, "E": 0, "O": 1}
 
 # Tried in turn until the meter accepts the class: Register, Extended
 # register, Demand register (scaler_unit is its attribute 4), Data.
@@ -78,19 +77,6 @@ def _own_title(cfg):
 
     uid = bytes(machine.unique_id())
     return b"PGW" + (b"\x00" * 5 + uid)[-5:]
-
-
-def set_line(bus, baud, bits, parity, stop):
-    # Re-time an Rs485Bus for another line setting (mode E's 300 baud 7E1
-    # and back). bus.settings keeps the configured line: other meters on
-    # the bus compare against it. (Belongs in bus.py; see the report.)
-    from modbus.rtu import silence_us
-
-    bus.uart.init(baudrate=baud, bits=bits, parity=_PARITY[parity], stop=stop,
-                  timeout=0, timeout_char=0, rxbuf=512)
-    bus.char_us = ((1 + bits + (parity != "N") + stop) * 1000000 + baud - 1) // baud
-    bus.silence_us = silence_us(baud)
-    bus.gap_ms = max(25, (bus.silence_us + 999) // 1000)
 
 
 class Driver:
@@ -277,8 +263,8 @@ class Driver:
         cfg = self.cfg
         op = iec.Opening(max_baud=cfg["baudrate"], retries=1)
         async with bus.lock:
-            set_line(bus, iec.SIGN_ON_BAUD, iec.SIGN_ON_BITS, iec.SIGN_ON_PARITY, iec.SIGN_ON_STOP)
-            line = bus.settings  # back to the configured line if the opening fails
+            bus.set_line(iec.SIGN_ON_BAUD, iec.SIGN_ON_BITS, iec.SIGN_ON_PARITY, iec.SIGN_ON_STOP)
+            line = None  # back to the configured line if the opening fails
             try:
                 out = op.start(ticks_ms())
                 while True:
@@ -298,7 +284,10 @@ class Driver:
                     if not out:
                         out = op.tick(ticks_ms())
             finally:
-                set_line(bus, line[0], line[1], line[2], line[3])
+                if line is None:
+                    bus.restore_line()
+                else:
+                    bus.set_line(line[0], line[1], line[2], line[3])
 
     # ---- registers ----
 
