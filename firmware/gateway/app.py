@@ -40,8 +40,12 @@ class App:
         self.commands.add("status", self.cmd_status, "firmware, board, uptime, heap, boots, reset cause")
         self.commands.add("reboot", self.cmd_reboot, "restart the gateway (machine.reset)",
                           (Arg("delay_ms", "int", 0, 60000, optional=True),))
-        self.commands.add("meters", self.cmd_meters, "meter states and key readings; NAME: all of one meter",
-                          (Arg("name", optional=True, maxlen=16),))
+        self.commands.add("meters", self.cmd_meters,
+                          "meter states and key readings; NAME: all of one meter; NAME profile [hours]: "
+                          "its load profile (default 24 h)",
+                          (Arg("name", optional=True, maxlen=16),
+                           Arg("what", "choice", choices=("profile",), optional=True),
+                           Arg("hours", "int", 1, 1080, optional=True)))
         self.meters = None
         if self.config.get("meters"):
             # Imported only when configured: the service and its drivers cost heap.
@@ -69,7 +73,7 @@ class App:
             rows.append(("config", "; ".join(boot.config_errors)))
         return table(rows)
 
-    def cmd_meters(self, name=None):
+    def cmd_meters(self, name=None, what=None, hours=None):
         if self.meters is None:
             return "no meters configured" + (" (config errors: see status)" if boot.config_errors else "")
         if name is None:
@@ -77,6 +81,17 @@ class App:
         h = self.meters.find(name)
         if h is None:
             raise ConsoleError("no meter %r; meters: %s" % (name, ", ".join(m.name for m in self.meters.meters)))
+        if what == "profile":
+            start = getattr(h.driver, "start_profile", None)
+            if start is None:
+                raise ConsoleError("meter %s has no load profile" % name)
+            from gateway.meters import MeterError
+
+            try:
+                # Answers at once; the rows follow through say() as they arrive.
+                return start(hours or 24, usbconsole.say)
+            except MeterError as e:
+                raise ConsoleError("profile %s: %s" % (name, e))
         return self.meters.details(h)
 
     def cmd_reboot(self, delay_ms=100):

@@ -48,6 +48,7 @@ import traceback
 from zoneinfo import ZoneInfo
 
 from cryptography.exceptions import InvalidTag
+from serial import SerialException
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from gurux_dlms.AesGcmParameter import AesGcmParameter
 from gurux_dlms.CountType import CountType
@@ -1482,17 +1483,23 @@ class PushSender:
         return self
 
     def _run(self, port):
+        line = _Line(self.path, self.baudrate, self._stop, port)
         try:
-            while not self._stop.is_set():
-                for frame in self.frames():
-                    frame = self.meter.faults.apply(frame)
-                    if frame is not None:
-                        port.write(frame)
-                port.flush()
+            while line.port is not None and not self._stop.is_set():
+                try:
+                    for frame in self.frames():
+                        frame = self.meter.faults.apply(frame)
+                        if frame is not None:
+                            line.port.write(frame)
+                    line.port.flush()
+                except (OSError, SerialException):
+                    line.reopen()
+                    continue
+                line.ok()
                 self.sent += 1
                 self._stop.wait(self.period)
         finally:
-            port.close()
+            line.close()
 
     def stop(self):
         self._stop.set()
@@ -1501,6 +1508,48 @@ class PushSender:
 
 
 # ---- transports ----
+
+REOPEN_TRIES = 300  # consecutive failed attempts before a serial transport gives up
+REOPEN_WAIT = 0.1  # seconds between attempts
+
+
+class _Line:
+    """A serial port that is reopened after a hangup, as a USB adapter's
+    driver recovers: pyserial raises SerialException ("device reports
+    readiness to read but returned no data") when a pty's other side closes,
+    e.g. while a virtual board resets. At most REOPEN_TRIES attempts, each
+    after REOPEN_WAIT s, without a successful exchange in between; then
+    `port` is None and the transport's thread ends. stop() ends it too."""
+
+    def __init__(self, path, baudrate, stop, port):
+        self.path, self.baudrate, self._stop = path, baudrate, stop
+        self.port = port
+        self.reopens = 0
+        self._left = REOPEN_TRIES
+
+    def ok(self):
+        self._left = REOPEN_TRIES
+
+    def reopen(self):
+        from host_tools.sim.ports import open_serial
+
+        self.close()
+        while self._left > 0 and not self._stop.wait(REOPEN_WAIT):
+            self._left -= 1
+            try:
+                self.port = open_serial(self.path, self.baudrate)
+                self.reopens += 1
+                return
+            except OSError:
+                continue  # not there again yet
+
+    def close(self):
+        if self.port is not None:
+            try:
+                self.port.close()
+            except (OSError, SerialException):
+                pass
+            self.port = None
 
 class SerialServer:
     """Serves HDLC on a serial device or pty path, one client at a time (a bus)."""
@@ -1524,28 +1573,38 @@ class SerialServer:
         return self
 
     def _run(self, port):
+        line = _Line(self.path, self.baudrate, self._stop, port)
         try:
-            while not self._stop.is_set():
-                data = port.read(1)  # waits up to the port timeout for a first byte
-                if data and port.in_waiting:
-                    data += port.read(port.in_waiting)
+            while line.port is not None and not self._stop.is_set():
+                port = line.port
+                try:
+                    data = port.read(1)  # waits up to the port timeout for a first byte
+                    if data and port.in_waiting:
+                        data += port.read(port.in_waiting)
+                except (OSError, SerialException):
+                    line.reopen()
+                    continue
                 self.session.idle()
                 if not data:
                     continue
+                line.ok()
                 try:
                     replies = self.session.receive(data)
                 except Exception:  # a simulator bug must not silence the meter for the rest of a run
                     traceback.print_exc()
                     self.session = MeterSession(self.meter, InterfaceType.HDLC)
                     continue
-                for chunk in replies:
-                    delay = self.meter.faults.take_delay()
-                    if delay:
-                        self._stop.wait(delay)
-                    port.write(chunk)
-                port.flush()
+                try:
+                    for chunk in replies:
+                        delay = self.meter.faults.take_delay()
+                        if delay:
+                            self._stop.wait(delay)
+                        port.write(chunk)
+                    port.flush()
+                except (OSError, SerialException):
+                    line.reopen()  # the answer is lost, as on a line that dropped
         finally:
-            port.close()
+            line.close()
 
     def stop(self):
         self._stop.set()

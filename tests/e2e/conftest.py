@@ -64,6 +64,64 @@ class SerialExpect:
         self.port.close()
 
 
+class Console(SerialExpect):
+    """The console with a transcript of everything it said: log lines that
+    arrive while a command is answered are kept for wait_log()."""
+
+    def __init__(self, link):
+        super().__init__(link)
+        self.transcript = ""
+        port = self.port
+        con = self
+
+        class Recorder:
+            def read(self, n):
+                data = port.read(n)
+                con.transcript += data.decode("utf-8", errors="replace")
+                return data
+
+            def write(self, data):
+                return port.write(data)
+
+            def close(self):
+                port.close()
+
+        self.port = Recorder()
+
+    def mark(self):
+        return len(self.transcript)
+
+    def wait_log(self, pattern, since=0, timeout=20.0):
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.transcript, since)
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out waiting for %r; console said:\n%s"
+                                     % (pattern, self.transcript[-3000:]))
+            self.buffer += self.port.read(4096).decode("utf-8", errors="replace")
+
+
+def details(con, name):
+    """`meters NAME` as {key: text}."""
+    answer = con.command("meters " + name, "protocol")
+    rows = {}
+    for line in answer.splitlines():
+        key, _, text = line.strip().partition("  ")
+        if key:
+            rows[key] = text.strip()
+    assert rows.get("name") == name, answer
+    return rows
+
+
+def errors(rows):
+    """The `errors` row of `meters NAME` as {kind: count}."""
+    text = rows["errors"]
+    return {} if text == "none" else {k: int(v) for k, v in (e.split("=") for e in text.split())}
+
+
 @pytest.fixture
 def vboard(tmp_path):
     """A virtual board with an empty flash."""

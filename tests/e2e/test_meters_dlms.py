@@ -10,6 +10,10 @@ so each one's fate is known. Synchronisation is on console output and the
 simulators' counters, always with a timeout. The last tests run the
 firmware's modules from the REPL (mpremote stops the app): the IEC 62056-21
 mode E opening and a 1,000-row load profile by block transfer.
+
+HEAP_KB is 256, not the 160 KB board budget, because HDLC + push + two
+Modbus meters do not fit in 160 KB yet; issue 5 must bring it back to the
+board budget.
 """
 
 import datetime
@@ -19,9 +23,8 @@ import time
 from types import SimpleNamespace
 
 import pytest
-import serial
 
-from conftest import SerialExpect, run_tool
+from conftest import Console, details, errors, run_tool
 from host_tools.sim import dlms_meter as dm
 from host_tools.sim.household import UTC, Clock, Household
 from host_tools.sim.modbus_devices import ModbusSimulator
@@ -44,63 +47,6 @@ GRID = {"name": "grid", "protocol": "dlms-hdlc", "security": "hls-gmac", "ek": E
                       "1-0:31.7.0", "1-0:51.7.0", "1-0:71.7.0", "1-0:14.7.0", "0-0:96.1.0", "0-0:1.0.0"]}
 
 
-class Console(SerialExpect):
-    """The console with a transcript, so log lines that arrive while a
-    command is answered are kept for wait_log()."""
-
-    def __init__(self, link):
-        super().__init__(link)
-        self.transcript = ""
-        port = self.port
-        con = self
-
-        class Recorder:
-            def read(self, n):
-                data = port.read(n)
-                con.transcript += data.decode("utf-8", errors="replace")
-                return data
-
-            def write(self, data):
-                return port.write(data)
-
-            def close(self):
-                port.close()
-
-        self.port = Recorder()
-
-    def mark(self):
-        return len(self.transcript)
-
-    def wait_log(self, pattern, since=0, timeout=20.0):
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            m = rx.search(self.transcript, since)
-            if m:
-                return m
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out waiting for %r; console said:\n%s"
-                                     % (pattern, self.transcript[-3000:]))
-            self.buffer += self.port.read(4096).decode("utf-8", errors="replace")
-
-
-def details(con, name):
-    """`meters NAME` as {key: text}."""
-    answer = con.command("meters " + name, "protocol")
-    rows = {}
-    for line in answer.splitlines():
-        key, _, text = line.strip().partition("  ")
-        if key:
-            rows[key] = text.strip()
-    assert rows.get("name") == name, answer
-    return rows
-
-
-def errors(rows):
-    text = rows["errors"]
-    return {} if text == "none" else {k: int(v) for k, v in (e.split("=") for e in text.split())}
-
-
 def good(rows):
     return int(rows["polls"].split(":")[1].split()[0])
 
@@ -115,21 +61,6 @@ def wait_rows(con, name, what, predicate, timeout=20.0):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for %s: %s" % (what, rows))
         time.sleep(0.2)  # between queries; the condition decides
-
-
-class SerialServer(dm.SerialServer):
-    """The simulator's HDLC server, reopening its pty when pyserial reports a
-    hangup (its thread ends on one, e.g. across a board's power cycle; reported
-    against host_tools/sim), as a USB adapter's driver would."""
-
-    def _run(self, port):
-        while True:
-            try:
-                return super()._run(port)  # closes the port when it ends
-            except serial.SerialException:
-                if self._stop.is_set():
-                    return
-                port = open_serial(self.path, self.baudrate)
 
 
 class PushLine:
@@ -165,7 +96,7 @@ def rig(tmp_path_factory):
         mark = vb.channel.mark()
         run_tool("pgw", "deploy", "--port", vb.link, timeout=120)
         vb.channel.wait_kind("wdt", since=mark, timeout=20)
-        serial_server = SerialServer(meter, f"{vb.link}.rs485").start()
+        serial_server = dm.SerialServer(meter, f"{vb.link}.rs485").start()
         tcp = dm.TcpServer(lan_meter, 0).start()
         modbus = ModbusSimulator("sdm630:1,sunspec:2", household=house, clock=clock).start_tcp(0)
         pushes = PushLine(meter, f"{vb.link}.uart2")
@@ -313,7 +244,7 @@ def test_silent_meter_times_out_alone_and_recovers_after_restart(rig):
         rig.pushes.send(rig.pushes.apdu())
         wait_rows(rig.con, "ci", "a push meanwhile", lambda r: r["state"] == "ok")
     finally:
-        rig.serial = SerialServer(rig.meter, f"{rig.vb.link}.rs485").start()  # same meter, same counters
+        rig.serial = dm.SerialServer(rig.meter, f"{rig.vb.link}.rs485").start()  # same meter, same counters
     rig.con.wait_log(r"meter grid ok again after \d+ failed polls", since=mark, timeout=40)
 
 
@@ -344,6 +275,21 @@ def test_heap_with_dlms_push_and_modbus_meters(rig):
     print("heap with DLMS HDLC + DLMS TCP + push + 2 Modbus TCP meters running: "
           "%.1f KB free, %.1f KB used (32-bit)" % (free, used))
     assert free >= 30, status
+
+
+def test_console_profile_command_streams_rows(rig):
+    con = rig.con
+    answer = con.command("meters sub profile", "ERR")
+    assert "meter sub has no load profile" in answer, answer
+    mark = con.mark()
+    answer = con.command("meters grid profile 2", "profile grid")
+    assert "profile grid: the last 2 h, rows follow" in answer, answer
+    con.wait_log(r"profile grid: \d+ rows", since=mark, timeout=30)
+    want = rig.meter.profile_rows(NOW.timestamp() - 7200)
+    lines = re.findall(r"^2025-06-21 \d\d:\d\d dev -?\d+ .*?(?=\r?$)", con.transcript[mark:], re.M)
+    assert len(want) == 8 and len(lines) == 8, con.transcript[mark:]
+    assert "profile grid: 8 rows" in con.transcript[mark:], con.transcript[mark:]
+    assert lines[-1] == "2025-06-21 12:00 dev -120  %d  %d" % want[-1][1:], lines
 
 
 def _board(rig, script, timeout=60):

@@ -17,52 +17,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import SerialExpect, run_tool
+from conftest import Console, details, errors, run_tool
 from host_tools.sim.household import UTC, Clock, Household
 from host_tools.sim.modbus_devices import ModbusSimulator
 from host_tools.vboard import VirtualBoardProcess
 
 NOW = datetime.datetime(2025, 6, 21, 10, 0, 7, tzinfo=UTC)
-
-
-class Console(SerialExpect):
-    """The console, with a transcript of everything it said: log lines that
-    arrive while a command is answered are kept for wait_log()."""
-
-    def __init__(self, link):
-        super().__init__(link)
-        self.transcript = ""
-        port = self.port
-        con = self
-
-        class Recorder:
-            def read(self, n):
-                data = port.read(n)
-                con.transcript += data.decode("utf-8", errors="replace")
-                return data
-
-            def write(self, data):
-                return port.write(data)
-
-            def close(self):
-                port.close()
-
-        self.port = Recorder()
-
-    def mark(self):
-        return len(self.transcript)
-
-    def wait_log(self, pattern, since=0, timeout=20.0):
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            m = rx.search(self.transcript, since)
-            if m:
-                return m
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out waiting for %r; console said:\n%s"
-                                     % (pattern, self.transcript[-2000:]))
-            self.buffer += self.port.read(4096).decode("utf-8", errors="replace")
 
 
 def wait_until(what, predicate, timeout=20.0, pause=0.1):
@@ -77,25 +37,8 @@ def wait_until(what, predicate, timeout=20.0, pause=0.1):
         time.sleep(pause)  # between queries only; the condition decides
 
 
-def details(con, name):
-    """`meters NAME` as {key: text}."""
-    answer = con.command("meters " + name, "protocol")
-    rows = {}
-    for line in answer.splitlines():
-        key, _, value = line.strip().partition("  ")
-        if key:
-            rows[key] = value.strip()
-    assert rows.get("name") == name, answer
-    return rows
-
-
 def value(rows, quantity):
     return int(rows[quantity])
-
-
-def errors(rows):
-    text = rows["errors"]
-    return {} if text == "none" else {k: int(v) for k, v in (e.split("=") for e in text.split())}
 
 
 @pytest.fixture(scope="module")

@@ -482,3 +482,89 @@ def test_session_survives_any_bytes(meter, data, cut, tag):
     apdu = bytes([tag]) + data
     out = wrapper.receive(b"\x00\x01\x00\x10\x00\x01" + struct.pack(">H", len(apdu)) + apdu)
     assert len(out) <= 1
+
+
+class HungUp:
+    """A port whose pty peer closed (a board resetting): what pyserial raises then."""
+
+    in_waiting = 0
+
+    def read(self, n):
+        raise serial.SerialException("device reports readiness to read but returned no data "
+                                     "(device disconnected or multiple access on port?)")
+
+    def write(self, data):
+        raise serial.SerialException("write failed: [Errno 5] Input/output error")
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture()
+def first_open_hung_up(monkeypatch):
+    """ports.open_serial whose first port is hung up; later opens are real."""
+    from host_tools.sim import ports
+
+    real = ports.open_serial
+    opened = []
+
+    def open_serial(path, baudrate=9600, timeout=0.05):
+        port = HungUp() if not opened else real(path, baudrate, timeout)
+        opened.append(path)  # once open: pyserial's open() flushes what was sent before
+        return port
+
+    monkeypatch.setattr(ports, "open_serial", open_serial)
+    monkeypatch.setattr(dm, "REOPEN_WAIT", 0.01)
+    return opened
+
+
+def test_serial_server_reopens_its_port_after_a_hangup(meter, first_open_hung_up):
+    with PtyPair() as pair:
+        srv = dm.SerialServer(meter, pair.a).start()
+        port = serial.Serial(pair.b, 9600, timeout=0.5)
+        try:
+            deadline = time.monotonic() + 5
+            while len(first_open_hung_up) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)  # until the server has its port again
+            c = GuruxOverSerial(GXDLMSClient(True, 16, 1, Authentication.NONE, None, InterfaceType.HDLC), port)
+            c.client.parseUAResponse(c.exchange(c.client.snrmRequest()).data)  # UA: it serves again
+            assert first_open_hung_up == [pair.a, pair.a], first_open_hung_up
+        finally:
+            port.close()
+            srv.stop()
+    assert not srv._thread.is_alive(), "stop() ends the thread"
+
+
+def test_push_sender_reopens_its_port_after_a_hangup(meter, first_open_hung_up):
+    with PtyPair() as pair:
+        push = dm.PushSender(meter, pair.a, period=0.05, framing="mbus").start()
+        port = serial.Serial(pair.b, 9600, timeout=2)
+        try:
+            assert port.read(1) == b"\x68", "an M-Bus frame after the reopen"
+            assert first_open_hung_up == [pair.a, pair.a], first_open_hung_up
+        finally:
+            port.close()
+            push.stop()
+    assert not push._thread.is_alive() and push.sent >= 1, push.sent
+
+
+def test_serial_server_gives_up_after_bounded_reopen_attempts(meter, monkeypatch):
+    from host_tools.sim import ports
+
+    tries = []
+
+    def open_serial(path, baudrate=9600, timeout=0.05):
+        tries.append(path)
+        if len(tries) == 1:
+            return HungUp()
+        raise OSError("cannot open %s: gone" % path)
+
+    monkeypatch.setattr(ports, "open_serial", open_serial)
+    monkeypatch.setattr(dm, "REOPEN_TRIES", 3)
+    monkeypatch.setattr(dm, "REOPEN_WAIT", 0.01)
+    srv = dm.SerialServer(meter, "/dev/gone").start()
+    srv._thread.join(timeout=5)
+    assert not srv._thread.is_alive() and len(tries) == 1 + 3, tries
