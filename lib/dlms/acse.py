@@ -65,17 +65,7 @@ VAA_LN = const(0x0007)
 _OID = b"\x60\x85\x74\x05\x08"  # 2.16.756.5.8
 _AUTH_REQUIRED = b"\x07\x80"  # ACSE-requirements: authentication (bit 0)
 
-_RESULTS = "accepted rejected-permanent rejected-transient"
-_USER_DIAGS = (
-    "null no-reason-given application-context-name-not-supported"
-    " calling-AP-title-not-recognized calling-AP-invocation-identifier-not-recognized"
-    " calling-AE-qualifier-not-recognized calling-AE-invocation-identifier-not-recognized"
-    " called-AP-title-not-recognized called-AP-invocation-identifier-not-recognized"
-    " called-AE-qualifier-not-recognized called-AE-invocation-identifier-not-recognized"
-    " authentication-mechanism-name-not-recognised authentication-mechanism-name-required"
-    " authentication-failure authentication-required")
-_PROVIDER_DIAGS = "null no-reason-given no-common-acse-version"
-
+# Names: in dlms.names, imported when asked for.
 
 def _word(words, i):
     if type(i) is not int or i < 0:
@@ -85,11 +75,13 @@ def _word(words, i):
 
 
 def result_name(result):
-    return _word(_RESULTS, result)
+    from dlms import names
+    return _word(names.RESULTS, result)
 
 
 def diagnostic_name(diagnostic, source=SOURCE_USER):
-    return _word(_PROVIDER_DIAGS if source == SOURCE_PROVIDER else _USER_DIAGS, diagnostic)
+    from dlms import names
+    return _word(names.PROVIDER_DIAGS if source == SOURCE_PROVIDER else names.USER_DIAGS, diagnostic)
 
 
 class AssociationError(DlmsError):

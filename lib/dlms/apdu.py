@@ -77,34 +77,7 @@ SERVICE_PDU_TOO_LONG = const(4)
 SERVICE_DECIPHERING_ERROR = const(5)
 SERVICE_INVOCATION_COUNTER_ERROR = const(6)
 
-# Names: codes as bytes, names as one string, same order (cheap in RAM).
-_DAR_CODES = b"\x00\x01\x02\x03\x04\x09\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\xfa"
-_DAR_NAMES = ("success hardware-fault temporary-failure read-write-denied object-undefined"
-              " object-class-inconsistent object-unavailable type-unmatched"
-              " scope-of-access-violated data-block-unavailable long-get-aborted"
-              " no-long-get-in-progress long-set-aborted no-long-set-in-progress"
-              " data-block-number-invalid other-reason")
-_ACTION_CODES = b"\x00\x01\x02\x03\x04\x09\x0b\x0c\x0d\x0e\x0f\x10\xfa"
-_ACTION_NAMES = ("success hardware-fault temporary-failure read-write-denied object-undefined"
-                 " object-class-inconsistent object-unavailable type-unmatched"
-                 " scope-of-access-violated data-block-unavailable long-action-aborted"
-                 " no-long-action-in-progress other-reason")
-_STATE_NAMES = "- service-not-allowed service-unknown"
-_SERVICE_NAMES = ("- operation-not-possible service-not-supported other-reason pdu-too-long"
-                  " deciphering-error invocation-counter-error")
-# confirmed-service-error: the service (CHOICE tag), the ServiceError class and,
-# for the classes a client meets, the values (Green Book 9.5 xDLMS ASN.1)
-_CSE_SERVICES = "- initiateError getStatus getNameList getVariableAttribute read write"
-_CSE_CLASSES = ("application-reference hardware-resource vde-state-error service definition"
-                " access initiate load-data-set change-scope task other")
-_CSE_VALUES = (
-    None, None, None,
-    "other pdu-size service-unsupported",
-    "other object-undefined object-class-inconsistent object-attribute-inconsistent",
-    "other scope-of-access-violated object-access-violated hardware-fault object-unavailable",
-    "other dlms-version-too-low incompatible-conformance pdu-size-too-short refused-by-the-VDE-Handler",
-)
-
+# Names of codes: in dlms.names, imported when asked for.
 
 def _word(words, i):
     if type(i) is not int or i < 0:
@@ -123,11 +96,13 @@ def _coded(codes, words, v):
 
 def result_name(code):
     # data-access-result name: 11 -> "object-unavailable"; None if unknown
-    return _coded(_DAR_CODES, _DAR_NAMES, code)
+    from dlms import names
+    return _coded(names.DAR_CODES, names.DAR_NAMES, code)
 
 
 def action_result_name(code):
-    return _coded(_ACTION_CODES, _ACTION_NAMES, code)
+    from dlms import names
+    return _coded(names.ACTION_CODES, names.ACTION_NAMES, code)
 
 
 # ---- errors ------------------------------------------------------------
@@ -186,23 +161,31 @@ class ServiceException(DlmsError):
 
     @property
     def state_name(self):
-        return _word(_STATE_NAMES, self.state_error) if self.tag == EXCEPTION_RESPONSE else None
+        if self.tag != EXCEPTION_RESPONSE:
+            return None
+        from dlms import names
+        return _word(names.STATE_NAMES, self.state_error)
 
     @property
     def service_name(self):
+        from dlms import names
         if self.tag == EXCEPTION_RESPONSE:
-            return _word(_SERVICE_NAMES, self.service_error)
-        return _word(_CSE_SERVICES, self.service)
+            return _word(names.SERVICE_NAMES, self.service_error)
+        return _word(names.CSE_SERVICES, self.service)
 
     @property
     def error_class_name(self):
-        return _word(_CSE_CLASSES, self.error_class) if self.tag != EXCEPTION_RESPONSE else None
+        if self.tag == EXCEPTION_RESPONSE:
+            return None
+        from dlms import names
+        return _word(names.CSE_CLASSES, self.error_class)
 
     @property
     def error_name(self):
-        if self.tag == EXCEPTION_RESPONSE or not 0 <= self.error_class < len(_CSE_VALUES):
+        from dlms import names
+        if self.tag == EXCEPTION_RESPONSE or not 0 <= self.error_class < len(names.CSE_VALUES):
             return None
-        words = _CSE_VALUES[self.error_class]
+        words = names.CSE_VALUES[self.error_class]
         return _word(words, self.error) if words else None
 
 

@@ -51,7 +51,7 @@ import os
 from compat import const, ticks_add, ticks_diff
 
 import aesgcm
-from dlms import acse, apdu, axdr, cosem, hdlc, security, wrapper
+from dlms import acse, apdu, axdr, cosem, security
 from dlms.acse import AssociationError
 from dlms.apdu import (AccessError, ApduError, BlockTransferError, DlmsError, Response,
                        ServiceException)
@@ -72,6 +72,7 @@ _WAIT_OPEN = const(1)
 _WAIT_RESPONSE = const(2)
 _WAIT_CLOSE = const(3)
 _MAX_CACHE = const(32)
+_WRAPPER_MAX_LEN = const(2048)  # wrapper.MAX_APDU_LEN
 _CIPHER_OVERHEAD = const(32)  # tag, length, SC, IC, GCM tag, general header
 _PIECE = const(96)  # octets fed to an ArrayStream at a time
 
@@ -169,6 +170,7 @@ class HdlcTransport(_Transport):
         info = bytearray(len(apdu) + 3)
         info[0:3] = LLC_REQUEST
         info[3:] = apdu
+        from dlms import hdlc  # loaded with the link: a dict lookup
         try:
             return self.link.send(info, now_ms)
         except hdlc.HdlcError as e:
@@ -207,6 +209,7 @@ class HdlcTransport(_Transport):
             self._done(memoryview(self._buf)[3:n])
 
     def _pump(self):
+        from dlms import hdlc
         link = self.link
         while True:
             ev = link.next_event()
@@ -236,8 +239,10 @@ class HdlcTransport(_Transport):
 class WrapperTransport(_Transport):
     # APDUs in IEC 62056-47 wrapper frames over a TCP connection the adapter
     # owns (open/close only start and end the wait). client/server: wPorts.
-    def __init__(self, client=0x10, server=1, max_len=wrapper.MAX_APDU_LEN,
+    # wrapper is imported on use: an HDLC-only gateway never loads it.
+    def __init__(self, client=0x10, server=1, max_len=_WRAPPER_MAX_LEN,
                  response_timeout_ms=10000):
+        from dlms import wrapper
         super().__init__()
         self.client = client
         self.server = server
@@ -259,9 +264,11 @@ class WrapperTransport(_Transport):
         self._start(_WAIT_RESPONSE)
         self._armed = True
         self._deadline = None if now_ms is None else ticks_add(now_ms, self.response_timeout_ms)
+        from dlms import wrapper
         return [wrapper.encode(self.client, self.server, apdu)]
 
     def receive_data(self, data, now_ms=None):
+        from dlms import wrapper
         for item in self.framer.feed(data):
             if isinstance(item, wrapper.WrapperError):
                 self.errors += 1

@@ -170,15 +170,8 @@ def format_scaled(value, scaler):
     return "-" + text if value < 0 else text
 
 
-# DLMS unit enumeration (Blue Book 4.3.2, unit ::= enum): codes in one bytes
-# object, symbols in one string, same order.
-_UNIT_CODES = bytes(list(range(1, 58)) + list(range(60, 68)) + [70, 71, 72, 254, 255])
-_UNIT_NAMES = (
-    "a|mo|wk|d|h|min|s|°|°C|currency|m|m/s|m³|m³ (corrected)|m³/h|m³/h (corrected)"
-    "|m³/d|m³/d (corrected)|l|kg|N|Nm|Pa|bar|J|J/h|W|VA|var|Wh|VAh|varh|A|C|V|V/m|F|Ω"
-    "|Ωm²/m|Wb|T|A/m|H|Hz|1/(Wh)|1/(varh)|1/(VAh)|V²h|A²h|kg/s|S|K|1/(V²h)|1/(A²h)"
-    "|1/m³|%|Ah|Wh/m³|J/m³|Mol %|g/m³|Pa s|J/kg|g/cm²|atm|dBm|dBµV|dB|other|count"
-)
+# DLMS unit symbols: in dlms.names (imported on first use).
+
 # frequent ones by name
 UNIT_W = const(27)
 UNIT_VA = const(28)
@@ -197,14 +190,15 @@ def unit_name(code):
     # symbol of a DLMS unit code, None if the code is not defined
     if type(code) is not int or not 0 < code < 256:
         return None
-    i = _UNIT_CODES.find(bytes((code,)))
+    from dlms import names
+    i = names.UNIT_CODES.find(bytes((code,)))
     if i < 0:
         return None
     start = 0
     for _ in range(i):
-        start = _UNIT_NAMES.find("|", start) + 1
-    stop = _UNIT_NAMES.find("|", start)
-    return _UNIT_NAMES[start:] if stop < 0 else _UNIT_NAMES[start:stop]
+        start = names.UNIT_NAMES.find("|", start) + 1
+    stop = names.UNIT_NAMES.find("|", start)
+    return names.UNIT_NAMES[start:] if stop < 0 else names.UNIT_NAMES[start:stop]
 
 
 def reading(value, scaler_unit_value, exp=0):

@@ -139,72 +139,22 @@ def _group(s, text):
     return v
 
 
-# Readable names: 6-octet keys in one bytes object, names in one string, same
-# order (34 entries: 204 + 747 = 951 octets of data; no per-entry objects).
-_KEYS = (
-    b"\x01\x00\x01\x08\x00\xff" b"\x01\x00\x01\x08\x01\xff" b"\x01\x00\x01\x08\x02\xff"
-    b"\x01\x00\x02\x08\x00\xff" b"\x01\x00\x02\x08\x01\xff" b"\x01\x00\x02\x08\x02\xff"
-    b"\x01\x00\x03\x08\x00\xff" b"\x01\x00\x04\x08\x00\xff"
-    b"\x01\x00\x01\x07\x00\xff" b"\x01\x00\x02\x07\x00\xff" b"\x01\x00\x10\x07\x00\xff"
-    b"\x01\x00\x03\x07\x00\xff" b"\x01\x00\x04\x07\x00\xff"
-    b"\x01\x00\x15\x07\x00\xff" b"\x01\x00\x29\x07\x00\xff" b"\x01\x00\x3d\x07\x00\xff"
-    b"\x01\x00\x16\x07\x00\xff" b"\x01\x00\x2a\x07\x00\xff" b"\x01\x00\x3e\x07\x00\xff"
-    b"\x01\x00\x20\x07\x00\xff" b"\x01\x00\x34\x07\x00\xff" b"\x01\x00\x48\x07\x00\xff"
-    b"\x01\x00\x1f\x07\x00\xff" b"\x01\x00\x33\x07\x00\xff" b"\x01\x00\x47\x07\x00\xff"
-    b"\x01\x00\x0e\x07\x00\xff" b"\x01\x00\x0d\x07\x00\xff"
-    b"\x00\x00\x01\x00\x00\xff" b"\x00\x00\x2a\x00\x00\xff" b"\x01\x00\x63\x01\x00\xff"
-    b"\x01\x00\x63\x02\x00\xff" b"\x00\x00\x60\x01\x00\xff" b"\x00\x00\x60\x03\x0a\xff"
-    b"\x00\x00\x60\x0e\x00\xff"
-)
-_NAMES = (
-    "Active energy import (+A) total\n"
-    "Active energy import (+A) tariff 1\n"
-    "Active energy import (+A) tariff 2\n"
-    "Active energy export (-A) total\n"
-    "Active energy export (-A) tariff 1\n"
-    "Active energy export (-A) tariff 2\n"
-    "Reactive energy import (+R) total\n"
-    "Reactive energy export (-R) total\n"
-    "Active power import (+P)\n"
-    "Active power export (-P)\n"
-    "Active power net (+P - -P)\n"
-    "Reactive power import (+Q)\n"
-    "Reactive power export (-Q)\n"
-    "Active power import L1\n"
-    "Active power import L2\n"
-    "Active power import L3\n"
-    "Active power export L1\n"
-    "Active power export L2\n"
-    "Active power export L3\n"
-    "Voltage L1\n"
-    "Voltage L2\n"
-    "Voltage L3\n"
-    "Current L1\n"
-    "Current L2\n"
-    "Current L3\n"
-    "Frequency\n"
-    "Power factor\n"
-    "Clock\n"
-    "Logical device name\n"
-    "Load profile 1\n"
-    "Load profile 2\n"
-    "Serial number (device ID 1)\n"
-    "Disconnect control\n"
-    "Current tariff"
-)
-
+# Readable names: in dlms.names (imported on first use).
 
 def _lookup(key):
-    i = _KEYS.find(key)
+    from dlms import names
+    keys = names.OBIS_KEYS
+    text = names.OBIS_NAMES
+    i = keys.find(key)
     while i >= 0 and i % 6:
-        i = _KEYS.find(key, i + 1)
+        i = keys.find(key, i + 1)
     if i < 0:
         return None
     start = 0
     for _ in range(i // 6):
-        start = _NAMES.find("\n", start) + 1
-    stop = _NAMES.find("\n", start)
-    return _NAMES[start:] if stop < 0 else _NAMES[start:stop]
+        start = text.find("\n", start) + 1
+    stop = text.find("\n", start)
+    return text[start:] if stop < 0 else text[start:stop]
 
 
 def name(obis):
@@ -231,9 +181,12 @@ def name(obis):
 
 def table_size():
     # octets of the name table's data (keys + names), for the RAM budget
-    return len(_KEYS) + len(_NAMES)
+    from dlms import names
+    return len(names.OBIS_KEYS) + len(names.OBIS_NAMES)
 
 
 def codes():
     # every named code, in table order (for docs and tests; allocates)
-    return [Obis.from_bytes(_KEYS[i:i + 6]) for i in range(0, len(_KEYS), 6)]
+    from dlms import names
+    keys = names.OBIS_KEYS
+    return [Obis.from_bytes(keys[i:i + 6]) for i in range(0, len(keys), 6)]

@@ -14,7 +14,6 @@
 from compat import const
 
 import aesgcm
-import mbus
 from dlms import security
 
 try:
@@ -164,6 +163,8 @@ class PushReceiver:
         self._framer = None
         self._segments = None
         if transport == "mbus":
+            import mbus  # each transport's module is loaded only when used
+
             self._framer = mbus.Framer()
             self._segments = mbus.Reassembler(max_apdu)
         elif transport == "hdlc":
@@ -200,6 +201,8 @@ class PushReceiver:
             out.extend(self._framer.flush())
         if self._segments is not None and self._segments.busy:
             self._segments.reset()
+            import mbus
+
             out.append(mbus.SegmentError("incomplete"))
         if self.transport == "hdlc" and self._hdlc:
             self._hdlc = bytearray()
