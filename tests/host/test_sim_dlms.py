@@ -524,7 +524,7 @@ def first_open_hung_up(monkeypatch):
 def test_serial_server_reopens_its_port_after_a_hangup(meter, first_open_hung_up):
     with PtyPair() as pair:
         srv = dm.SerialServer(meter, pair.a).start()
-        port = serial.Serial(pair.b, 9600, timeout=0.5)
+        port = serial.Serial(pair.b, 9600, timeout=3)  # generous: a loaded CI machine
         try:
             deadline = time.monotonic() + 5
             while len(first_open_hung_up) < 2 and time.monotonic() < deadline:
