@@ -5,7 +5,6 @@
 # are laid out byte by byte here (BER, A-XDR headers per Green Book 9.3/9.4);
 # only the ciphering uses lib's dlms.security, as a server. Knobs let a test
 # break one thing at a time.
-import os
 import struct
 
 from dlms import axdr
@@ -368,39 +367,3 @@ class FakeMeter:
         g = SecurityContext(title, EK, AK, int.from_bytes(bytes(icb), "big"))
         return g.hls_gmac_response(0x10, challenge)
 
-
-# ---- fuzz helpers: the same stream on both interpreters ----
-
-
-def xorshift32(s):
-    s ^= (s << 13) & 0xFFFFFFFF
-    s ^= s >> 17
-    s ^= (s << 5) & 0xFFFFFFFF
-    return s
-
-
-def fuzz_iterations(default):
-    getenv = getattr(os, "getenv", None)
-    text = getenv("PGW_FUZZ_ITERATIONS") if getenv else None
-    return int(text) if text else default
-
-
-def mutate(s, data):
-    # -> (state, mutated bytes): 1 to 4 flips, insertions, deletions, cuts
-    a = bytearray(data)
-    s = xorshift32(s)
-    for _ in range(1 + s % 4):
-        s = xorshift32(s)
-        op = s & 7
-        p = (s >> 3) % (len(a) + 1)
-        if op <= 2 and p < len(a):
-            a[p] ^= 1 << ((s >> 20) & 7)
-        elif op == 3:
-            a[p:p] = bytes(((s >> 12) & 0xFF,))
-        elif op == 4 and p < len(a):
-            a[p:p + 1] = b""
-        elif op == 5:
-            a = a[:p]
-        elif p < len(a):
-            a[p] = (0x00, 0x01, 0x80, 0x81, 0x82, 0x84, 0xFF, 0x7F)[(s >> 9) & 7]
-    return s, bytes(a)

@@ -1,5 +1,6 @@
-# Shared by the Modbus lib tests: a seeded generator and a byte mutator that
-# behave the same on CPython and MicroPython.
+# Shared by the lib decoders' fuzz tests (Modbus, SunSpec, DLMS/COSEM, HDLC,
+# M-Bus, push, tech console...): a seeded generator, the iteration count and a
+# byte mutator that behave the same on CPython and MicroPython.
 #
 # random differs between the interpreters (and is missing on some ports):
 # xorshift32 (Marsaglia, "Xorshift RNGs", J. Stat. Softw. 8(14), 2003,
@@ -56,4 +57,28 @@ def mutate(rng, data, extra=b""):
 
 
 def noise(rng, n):
+    # n random bytes
     return bytes(rng.below(256) for _ in range(n))
+
+
+def mutate_apdu(rng, data):
+    # 1 to 4 edits drawn from the bits of one number each: bit flips,
+    # insertions, deletions, cuts, and BER/A-XDR-minded values (lengths
+    # 0x80..0x84, 0x00, 0xFF) over a byte.
+    a = bytearray(data)
+    s = rng.next()
+    for _ in range(1 + s % 4):
+        s = rng.next()
+        op = s & 7
+        p = (s >> 3) % (len(a) + 1)
+        if op <= 2 and p < len(a):
+            a[p] ^= 1 << ((s >> 20) & 7)
+        elif op == 3:
+            a[p:p] = bytes(((s >> 12) & 0xFF,))
+        elif op == 4 and p < len(a):
+            a[p:p + 1] = b""
+        elif op == 5:
+            a = a[:p]
+        elif p < len(a):
+            a[p] = (0x00, 0x01, 0x80, 0x81, 0x82, 0x84, 0xFF, 0x7F)[(s >> 9) & 7]
+    return bytes(a)

@@ -6,7 +6,7 @@
 #        send (tests/host/test_dlms_client_interop.py checks them again live);
 #   SIM = recorded from host_tools/sim/dlms_meter.py (its AARE/RLRE are laid
 #        out by the simulator, see its _aare()).
-from dlms_fake_meter import fuzz_iterations, mutate
+from fuzzing import Xorshift32, iterations, mutate_apdu
 from mpcompat import raises
 from push_vectors import GB_GLO_INITIATE_REQUEST, GB_INITIATE_REQUEST
 
@@ -166,11 +166,11 @@ def test_association_error_names():
 def test_acse_decoder_fuzz():
     seeds = [h(x) for x in (AARE_ACCEPTED, AARE_VERSION_TOO_LOW, AARE_HLS, AARE_SIM_LLS, RLRE_NORMAL,
                             "630a800100be050403080102")]
-    s = 0x7F4A7C15
-    n = fuzz_iterations(1500)
+    rng = Xorshift32(0x7F4A7C15)
+    n = iterations(1500)
     ok = 0
     for i in range(n):
-        s, data = mutate(s, seeds[i % len(seeds)])
+        data = mutate_apdu(rng, seeds[i % len(seeds)])
         try:
             r = apdu.decode(data)
             ok += 1

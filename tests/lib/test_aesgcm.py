@@ -1,7 +1,7 @@
 # AES block primitive and AES-128-GCM/GMAC (lib/aes.py, lib/aesgcm.py).
-import os
 import sys
 
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 
 import aes
@@ -199,30 +199,16 @@ def test_block_loops_allocate_nothing():
     assert tag == h("4d5c2af327cd64a62cf35abd2ba6fab4"), tag.hex()
 
 
-def _xorshift32(x):
-    x ^= (x << 13) & 0xFFFFFFFF
-    x ^= x >> 17
-    x ^= (x << 5) & 0xFFFFFFFF
-    return x
-
-
-def _iterations(default):
-    getenv = getattr(os, "getenv", None)
-    text = getenv("PGW_FUZZ_ITERATIONS") if getenv else None
-    return int(text) if text else default
-
-
 def test_fuzz_any_change_fails_authentication():
     # Flip one random bit of ciphertext, tag or AAD: always AuthenticationError.
     g = AesGcm(h(K1))
     iv = h("cafebabefacedbaddecaf888")
     aad = h(A)
     ct, tag = g.encrypt(iv, h(P)[:50], aad)
-    state = 0x1234567
-    for _ in range(_iterations(300) // 10 + 1):
-        state = _xorshift32(state)
-        which = state % 3
-        state = _xorshift32(state)
+    rng = Xorshift32(0x1234567)
+    for _ in range(iterations(300) // 10 + 1):
+        which = rng.below(3)
+        state = rng.next()
         c2, t2, a2 = bytearray(ct), bytearray(tag), bytearray(aad)
         target = (c2, t2, a2)[which]
         target[state % len(target)] ^= 1 << ((state >> 8) & 7)

@@ -6,7 +6,7 @@
 #   SIM = recorded from host_tools/sim/dlms_meter.py (MeterSession over the TCP
 #         wrapper, LLS, client-max-receive-pdu-size 64): the Data is gurux-dlms
 #         1.0.203's encoding; the profile rows are 1-0:99.1.0.255 entries 1..4.
-from dlms_fake_meter import fuzz_iterations, mutate
+from fuzzing import Xorshift32, iterations, mutate_apdu
 from mpcompat import raises
 
 from dlms import apdu, axdr, cosem
@@ -235,11 +235,11 @@ def test_response_decoder_fuzz():
                             SET_RESPONSE_LAST, ACTION_RESPONSE_DATA, ACTION_RESPONSE_ERROR,
                             EXC_REPLAY, CSE_VERSION, "c504c102000300000004", "c703c10200000301001200 2a"
                             .replace(" ", ""))]
-    s = 0x2545F491
-    n = fuzz_iterations(1500)
+    rng = Xorshift32(0x2545F491)
+    n = iterations(1500)
     kinds = {}
     for i in range(n):
-        s, data = mutate(s, seeds[i % len(seeds)])
+        data = mutate_apdu(rng, seeds[i % len(seeds)])
         try:
             r = apdu.decode(data, values=bool(i & 1))
             k = type(r).__name__

@@ -1,8 +1,7 @@
 # lib/dlms/axdr.py: A-XDR decoding/encoding of COSEM Data and the streaming
 # array decoder. Runs on CPython and MicroPython. The byte-for-byte agreement
 # with gurux-dlms and dlms-cosem is checked in tests/host/test_axdr_interop.py.
-import os
-
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 
 from dlms import axdr
@@ -531,20 +530,11 @@ def test_stream_of_1000_rows_keeps_only_the_tail():
     assert grown < 2048, grown
 
 
-def _xorshift32(state):
-    state ^= (state << 13) & 0xFFFFFFFF
-    state ^= state >> 17
-    state ^= (state << 5) & 0xFFFFFFFF
-    return state
-
-
-def _mutate(data, state):
+def _mutate(rng, data):
     buf = bytearray(data)
-    state = _xorshift32(state)
-    kind = state % 6
-    state = _xorshift32(state)
-    at = state % (len(buf) + 1)
-    state = _xorshift32(state)
+    kind = rng.below(6)
+    at = rng.below(len(buf) + 1)
+    state = rng.next()
     if kind == 0 and buf:  # flip bits of one octet
         buf[at % len(buf)] ^= (state & 0xFF) or 1
     elif kind == 1:  # cut
@@ -559,20 +549,19 @@ def _mutate(data, state):
     else:  # drop a slice
         n = state % 8
         buf = buf[:at] + buf[at + n:]
-    return bytes(buf), state
+    return bytes(buf)
 
 
 def test_fuzz_decode_mutated_data():
-    iterations = int(os.getenv("PGW_FUZZ_ITERATIONS") or 2000)
     seeds = [h(t) for t, _, _ in SIMPLE] + [h(t) for t, _, _ in COMPACT]
     seeds.append(h(AIDON_FRAME)[AIDON_DATA_AT:AIDON_DATA_END])
     seeds.append(h(PROFILE_24)[1:120])
-    state = 0x2545F491
+    rng = Xorshift32(0x2545F491)
     ok = 0
-    for i in range(iterations):
+    for i in range(iterations(2000)):
         data = seeds[i % len(seeds)]
         for _ in range(1 + i % 3):
-            data, state = _mutate(data, state)
+            data = _mutate(rng, data)
         try:
             typed, pos = axdr.decode_typed(data)
         except AxdrError:
@@ -588,15 +577,13 @@ def test_fuzz_decode_mutated_data():
 
 
 def test_fuzz_stream_mutated_data():
-    iterations = int(os.getenv("PGW_FUZZ_ITERATIONS") or 2000) // 3 + 1
     seeds = (h(PROFILE_24)[1:], _rows(5), axdr.encode(COMPACT_ARRAY, ((STRUCTURE, [18, 9]), [[1, b"ab"], [2, b""]])))
-    state = 0x9E3779B9
-    for i in range(iterations):
+    rng = Xorshift32(0x9E3779B9)
+    for i in range(iterations(2000) // 3 + 1):
         data = seeds[i % len(seeds)]
         for _ in range(1 + i % 2):
-            data, state = _mutate(data, state)
-        state = _xorshift32(state)
-        chunk = 1 + state % 40
+            data = _mutate(rng, data)
+        chunk = 1 + rng.below(40)
         s = ArrayStream(max_element=512)
         rows = []
         try:

@@ -1,7 +1,6 @@
 # lib/dlms/cosem.py: interface classes, scaler/unit, units, profile-generic
 # capture objects and selective access, clock values. Runs on both interpreters.
-import os
-
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 
 from dlms import axdr, cosem
@@ -175,25 +174,17 @@ def test_clock_values():
     assert cosem.control_state_name(3) is None and cosem.control_state_name(None) is None
 
 
-def _xorshift32(state):
-    state ^= (state << 13) & 0xFFFFFFFF
-    state ^= state >> 17
-    state ^= (state << 5) & 0xFFFFFFFF
-    return state
-
-
 def test_fuzz_capture_objects_and_scaler_unit():
     # attribute values come from the meter: mutated encodings either parse or
     # raise AxdrError / CosemError, nothing else
-    iterations = int(os.getenv("PGW_FUZZ_ITERATIONS") or 2000)
     seeds = (axdr.encode(axdr.ARRAY, [cosem.capture_object(8, "0-0:1.0.0.255", 2),
                                       cosem.capture_object(3, "1-0:1.8.0", 2)]),
              h("02020fff1623"), h("020212000116ff"))
-    state = 0xC0FFEE
-    for i in range(iterations):
+    rng = Xorshift32(0xC0FFEE)
+    for i in range(iterations(2000)):
         buf = bytearray(seeds[i % len(seeds)])
         for _ in range(1 + i % 3):
-            state = _xorshift32(state)
+            state = rng.next()
             at = state % len(buf)
             buf[at] = (state >> 8) & 0xFF
         try:

@@ -6,8 +6,8 @@
 import sys
 
 from dlms_fake_meter import (BIG, CLIENT_TITLE, CLOCK, DEMAND, EK, AK, ENERGY, METHOD,
-                             PASSWORD, PROFILE, VOLTAGE, FakeMeter, fuzz_iterations, mutate, row,
-                             xorshift32)
+                             PASSWORD, PROFILE, VOLTAGE, FakeMeter, row)
+from fuzzing import Xorshift32, iterations, mutate_apdu
 from mpcompat import raises
 
 from dlms import acse, apdu, axdr, client, cosem, hdlc, wrapper
@@ -576,12 +576,12 @@ def test_client_conversation_fuzz():
         yield from c.release()
 
     run(conversation(c), rec)
-    s = 0x1B873593
-    n = fuzz_iterations(300)
+    rng = Xorshift32(0x1B873593)
+    n = iterations(300)
     outcomes = {}
     for i in range(n):
         k = i % len(script)
-        s, bad = mutate(s, script[k])
+        bad = mutate_apdu(rng, script[k])
         answers = script[:k] + [bad] + script[k + 1:]
         pos = [0]
 
@@ -598,5 +598,5 @@ def test_client_conversation_fuzz():
         except DlmsError as e:
             name = type(e).__name__
         outcomes[name] = outcomes.get(name, 0) + 1
-        s = xorshift32(s)
+        rng.next()  # one number skipped between conversations
     assert len(outcomes) >= 3, outcomes

@@ -1,6 +1,5 @@
 # DLMS ciphering, HLS-GMAC and invocation counters (lib/dlms/security.py).
-import os
-
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 from push_vectors import (GB_AK, GB_CLIENT_IC, GB_CLIENT_TITLE, GB_CTOS, GB_EK, GB_F_CTOS, GB_F_STOC,
                           GB_GET_REQUEST, GB_GLO_GET_AUTH, GB_GLO_GET_AUTH_ENC, GB_GLO_GET_ENC,
@@ -238,30 +237,16 @@ def test_peer_table_is_bounded():
     assert "system titles" in str(e), e
 
 
-def _xorshift32(x):
-    x ^= (x << 13) & 0xFFFFFFFF
-    x ^= x >> 17
-    x ^= (x << 5) & 0xFFFFFFFF
-    return x
-
-
-def _iterations(default):
-    getenv = getattr(os, "getenv", None)
-    text = getenv("PGW_FUZZ_ITERATIONS") if getenv else None
-    return int(text) if text else default
-
-
 def test_fuzz_unprotect_mutated_apdus():
     # Mutated ciphered APDUs: a result or one of the documented errors, nothing else.
     seeds = (h(GB_GLO_GET_AUTH), h(GB_GLO_GET_ENC), h(GB_GLO_GET_AUTH_ENC), h(GB_GLO_INITIATE_REQUEST),
              server().protect(0x30, h("0F0000000100090548656C6C6F"), general=True))
-    state = 0x2545F491
-    for i in range(_iterations(300)):
+    rng = Xorshift32(0x2545F491)
+    for i in range(iterations(300)):
         buf = bytearray(seeds[i % len(seeds)])
         for _ in range(1 + i % 3):
-            state = _xorshift32(state)
-            op = state % 4
-            state = _xorshift32(state)
+            op = rng.below(4)
+            state = rng.next()
             at = state % (len(buf) + 1)
             if op == 0 and buf:
                 buf[at % len(buf)] ^= (state >> 8) & 0xFF or 1

@@ -1,8 +1,7 @@
 # lib/dlms/hdlc.py: frames, the framer, SNRM/UA parameters and the client link.
 # Real meter frames come from dlms-cosem's test suite,
 # tests/test_hdlc/test_hdlc.py (github.com/u9n/dlms-cosem), named DC below.
-import os
-
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 
 from dlms import hdlc
@@ -295,28 +294,21 @@ def test_framer_feed_types():
     assert Framer().feed(b"") == []
 
 
-def _xorshift32(state):
-    state ^= (state << 13) & 0xFFFFFFFF
-    state ^= state >> 17
-    state ^= (state << 5) & 0xFFFFFFFF
-    return state
-
-
 def test_framer_fuzz():
     # seeded mutation loop: flips, insertions, deletions, cuts and splices of
     # real frames, fed in random chunks; feed() must never raise, must only
     # return Frame/FrameError, and must stay within its buffer
-    n = int(os.getenv("PGW_FUZZ_ITERATIONS") or "2000")
+    n = iterations(2000)
     seeds = [h(v) for v in (SNRM_1_17, UA_METER, AARQ_FRAME, AARE_FRAME, SEGMENT)]
     fr = Framer(max_frame_len=512)
     cap = len(fr._buf)
-    s = 0x12345678
+    rng = Xorshift32(0x12345678)
     frames = 0
     for _ in range(n):
-        s = _xorshift32(s)
+        s = rng.next()
         a = bytearray(seeds[s % len(seeds)])
         for _ in range(1 + (s >> 8) % 4):
-            s = _xorshift32(s)
+            s = rng.next()
             op = s & 7
             p = (s >> 3) % (len(a) + 1)
             if op <= 2 and p < len(a):
@@ -331,7 +323,7 @@ def test_framer_fuzz():
                 a[p:p] = seeds[(s >> 9) % len(seeds)]
             else:
                 a[p:p] = b"\x7e"
-        s = _xorshift32(s)
+        s = rng.next()
         chunk = 1 + s % 64
         for i in range(0, len(a), chunk):
             for item in fr.feed(a[i:i + chunk]):

@@ -1,6 +1,5 @@
 # lib/dlms/iec62056_21.py: the IEC 62056-21 mode E opening before HDLC.
-import os
-
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 
 from dlms import iec62056_21 as iec
@@ -130,25 +129,18 @@ def test_opening_bounded_line():
     assert op.receive_data(ISKRA) == b"\x06252\r\n"
 
 
-def _xorshift32(s):
-    s ^= (s << 13) & 0xFFFFFFFF
-    s ^= s >> 17
-    s ^= (s << 5) & 0xFFFFFFFF
-    return s
-
-
 def test_identification_fuzz():
     # mutated identification lines: parse_identification raises only
     # Iec21Error, Opening never raises
-    n = int(os.getenv("PGW_FUZZ_ITERATIONS") or "2000")
+    n = iterations(2000)
     seeds = (ISKRA, KAIFA, b"/LGZ\\25ZMD3104107.B40\r\n")
-    s = 0x9E3779B9
+    rng = Xorshift32(0x9E3779B9)
     ok = 0
     for _ in range(n):
-        s = _xorshift32(s)
+        s = rng.next()
         a = bytearray(seeds[s % 3])
         for _ in range(1 + (s >> 4) % 3):
-            s = _xorshift32(s)
+            s = rng.next()
             p = (s >> 3) % len(a)
             if s & 1:
                 a[p] = (s >> 12) & 0xFF

@@ -1,6 +1,5 @@
 # M-Bus long frames and the DLMS transport layer (lib/mbus.py).
-import os
-
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 from push_vectors import NOE_FRAME1_LEN, NOE_FRAMES, h
 
@@ -166,32 +165,18 @@ def test_reassembler_is_bounded():
     assert r.push(_lf(0x10, bytes(300))) == [bytes(300)]
 
 
-def _xorshift32(x):
-    x ^= (x << 13) & 0xFFFFFFFF
-    x ^= x >> 17
-    x ^= (x << 5) & 0xFFFFFFFF
-    return x
-
-
-def _iterations(default):
-    getenv = getattr(os, "getenv", None)
-    text = getenv("PGW_FUZZ_ITERATIONS") if getenv else None
-    return int(text) if text else default
-
-
 def test_fuzz_framer_and_reassembler():
     # Mutated streams of frames in random chunks: only LongFrames, FrameErrors,
     # APDUs and SegmentErrors come out, and the buffers stay bounded.
     seed = h(NOE_FRAMES) + b"".join(mbus.segment(bytes(range(200)) * 2, max_segment=120))
-    state = 0x9E3779B9
+    rng = Xorshift32(0x9E3779B9)
     fr = mbus.Framer()
     r = mbus.Reassembler(max_apdu=600)
-    for i in range(_iterations(300) // 5 + 1):
+    for i in range(iterations(300) // 5 + 1):
         buf = bytearray(seed)
         for _ in range(1 + i % 4):
-            state = _xorshift32(state)
-            at = state % len(buf)
-            state = _xorshift32(state)
+            at = rng.below(len(buf))
+            state = rng.next()
             op = state % 4
             if op == 0:
                 buf[at] ^= (state >> 8) & 0xFF or 1
@@ -203,8 +188,7 @@ def test_fuzz_framer_and_reassembler():
                 buf[at] = (0x68, 0x16, 0x00, 0x10, 0x11, 0xFF)[(state >> 8) % 6]
         off = 0
         while off < len(buf):
-            state = _xorshift32(state)
-            k = 1 + state % 97
+            k = 1 + rng.below(97)
             for x in fr.feed(bytes(buf[off:off + k])):
                 if isinstance(x, FrameError):
                     continue

@@ -3,13 +3,13 @@
 # is checked file by file in tests/host/test_modbus_interop.py, since lib tests read no files).
 import struct
 
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 
 import meterprofile
 import quantities
 from meterprofile import ProfileError
 from modbus import pdu, sunspec
-from modbusfuzz import Xorshift32, iterations
 
 
 def f32(x):

@@ -1,11 +1,11 @@
 # lib/modbus/pdu.py: request encoding and response decoding for fc 1-6, 15, 16, 23.
 # Vectors: MODBUS Application Protocol Specification V1.1b3 (modbus.org, 2012),
 # the request/response examples of section 6 (one per function) and 7 (exceptions).
+from fuzzing import Xorshift32, iterations, mutate, noise
 from mpcompat import raises
 
 import modbus
 from modbus import pdu
-from modbusfuzz import Xorshift32, iterations, mutate, noise
 
 
 def h(text):

@@ -1,11 +1,11 @@
 # lib/modbus/rtu.py: RTU frames, timing, and the client session on a shared RS-485 bus.
+from fuzzing import Xorshift32, iterations, mutate, noise
 from mpcompat import raises
 
 import modbus
 from compat import ticks_add
 from crc16 import crc16_modbus
 from modbus import pdu, rtu
-from modbusfuzz import Xorshift32, iterations, mutate, noise
 
 
 def h(text):

@@ -1,10 +1,10 @@
 # lib/modbus/tcp.py: MBAP framing and a session with several outstanding transactions.
+from fuzzing import Xorshift32, iterations, mutate, noise
 from mpcompat import raises
 
 import modbus
 from compat import ticks_add
 from modbus import pdu, tcp
-from modbusfuzz import Xorshift32, iterations, mutate, noise
 
 
 def h(text):

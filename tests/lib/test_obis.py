@@ -1,7 +1,6 @@
 # lib/dlms/obis.py: OBIS codes (IEC 62056-61) in their text forms and as the
 # 6-octet logical name, and the readable name table. Runs on both interpreters.
-import os
-
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 
 from dlms import obis
@@ -139,24 +138,15 @@ def test_name_table_is_small_and_consistent():
     assert obis.table_size() == 951, obis.table_size()
 
 
-def _xorshift32(state):
-    state ^= (state << 13) & 0xFFFFFFFF
-    state ^= state >> 17
-    state ^= (state << 5) & 0xFFFFFFFF
-    return state
-
-
 def test_fuzz_parse_mutated_text():
-    iterations = int(os.getenv("PGW_FUZZ_ITERATIONS") or 2000)
     seeds = ("1-0:1.8.0*255", "1.0.1.8.0.255", "0100010800FF", "1.8.0", "0-0:96.3.10&12")
     alphabet = "0123456789-:.*&aFx 9\u0661"
-    state = 0x1234567
-    for i in range(iterations):
+    rng = Xorshift32(0x1234567)
+    for i in range(iterations(2000)):
         text = seeds[i % len(seeds)]
         for _ in range(1 + i % 3):
-            state = _xorshift32(state)
-            at = state % (len(text) + 1)
-            state = _xorshift32(state)
+            at = rng.below(len(text) + 1)
+            state = rng.next()
             ch = alphabet[state % len(alphabet)]
             kind = (state >> 8) % 3
             if kind == 0:

@@ -1,6 +1,5 @@
 # DLMS push: Data-Notification decoding and the streaming receiver (lib/dlms/push.py).
-import os
-
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 from push_vectors import (AIDON_FRAME, KAMSTRUP_AK, KAMSTRUP_APDU_AT, KAMSTRUP_APDU_END, KAMSTRUP_DATE_TIME, KAMSTRUP_EK,
                           KAMSTRUP_FRAME, KAMSTRUP_IC, KAMSTRUP_SYSTEM_TITLE, NOE_DATE_TIME, NOE_FRAME1_LEN,
@@ -226,28 +225,15 @@ def test_receiver_errors_are_bounded():
     raises(ValueError, PushReceiver, None, "serial")
 
 
-def _xorshift32(x):
-    x ^= (x << 13) & 0xFFFFFFFF
-    x ^= x >> 17
-    x ^= (x << 5) & 0xFFFFFFFF
-    return x
-
-
-def _iterations(default):
-    getenv = getattr(os, "getenv", None)
-    text = getenv("PGW_FUZZ_ITERATIONS") if getenv else None
-    return int(text) if text else default
-
-
 _KNOWN = (DataNotification, PushError, mbus.MbusError, hdlc.HdlcError, wrapper.WrapperError,
           security.SecurityError, aesgcm.AuthenticationError)
 
 
-def _mutate(buf, state, n):
+def _mutate(rng, buf, n):
+    # n edits of buf, in place
     for _ in range(n):
-        state = _xorshift32(state)
-        at = state % (len(buf) + 1)
-        state = _xorshift32(state)
+        at = rng.below(len(buf) + 1)
+        state = rng.next()
         op = state % 5
         if op == 0 and buf:
             buf[at % len(buf)] ^= (state >> 8) & 0xFF or 1
@@ -259,7 +245,6 @@ def _mutate(buf, state, n):
             buf[at % len(buf)] = (0x00, 0x0C, 0x0F, 0x10, 0x11, 0x16, 0x68, 0x7E, 0x81, 0xDB, 0xE0, 0xFF)[(state >> 8) % 12]
         else:
             buf[at:at] = buf[at:at + (state >> 8) % 16]
-    return state
 
 
 def test_fuzz_receiver_mutated_streams():
@@ -271,18 +256,17 @@ def test_fuzz_receiver_mutated_streams():
         ("mbus", h(NOE_FRAMES) + b"".join(mbus.segment(plain, max_segment=13))),
         ("hdlc", h(KAMSTRUP_FRAME) + hdlc.encode(b"\x41", b"\x03", 0x13, b"\xe6\xe7\x00" + s.protect(0x30, plain, general=True))),
     )
-    state = 0x6A09E667
+    rng = Xorshift32(0x6A09E667)
     receivers = {"mbus": PushReceiver(noe_context(), "mbus", 600), "hdlc": PushReceiver(kamstrup_context(), "hdlc", 600)}
-    for i in range(_iterations(300) // 3 + 1):
+    for i in range(iterations(300) // 3 + 1):
         transport, data = seeds[i & 1]
         buf = bytearray(data)
-        state = _mutate(buf, state, 1 + i % 4)
+        _mutate(rng, buf, 1 + i % 4)
         r = receivers[transport]
         r.security._peers.clear()  # so that the frames get past the replay check
         off = 0
         while off < len(buf):
-            state = _xorshift32(state)
-            k = 1 + state % 200
+            k = 1 + rng.below(200)
             for x in r.feed(bytes(buf[off:off + k])):
                 assert isinstance(x, _KNOWN), repr(x)
             off += k
@@ -294,11 +278,11 @@ def test_fuzz_decode_apdu_mutated():
     s = SecurityContext(h("4D4D4D0000BC614E"), h(KAMSTRUP_EK), h(KAMSTRUP_AK), 1)
     plain = push.encode_notification(h("020309060100010800FF0600001234" "0A0568656C6C6F"), 1, h(KAMSTRUP_DATE_TIME))
     seeds = (plain, s.protect(0x30, plain, general=True), h(KAMSTRUP_FRAME)[KAMSTRUP_APDU_AT:KAMSTRUP_APDU_END])
-    state = 0xBB67AE85
+    rng = Xorshift32(0xBB67AE85)
     ctx = SecurityContext(None, h(KAMSTRUP_EK), h(KAMSTRUP_AK), 0, True)
-    for i in range(_iterations(300)):
+    for i in range(iterations(300)):
         buf = bytearray(seeds[i % 3])
-        state = _mutate(buf, state, 1 + i % 3)
+        _mutate(rng, buf, 1 + i % 3)
         ctx._peers.clear()
         try:
             n = push.decode_apdu(bytes(buf), ctx)
@@ -314,11 +298,11 @@ def test_fuzz_receiver_mutated_content_in_valid_frames():
     plain = push.encode_notification(h("020409060100010800FF0600001234" "0A0568656C6C6F" "0103110111021203E8"), 7,
                                      h(KAMSTRUP_DATE_TIME))
     r = PushReceiver(kamstrup_context(), "mbus", 600)
-    state = 0x3C6EF372
+    rng = Xorshift32(0x3C6EF372)
     good = 0
-    for i in range(_iterations(300) // 3 + 1):
+    for i in range(iterations(300) // 3 + 1):
         buf = bytearray(plain)
-        state = _mutate(buf, state, 1 + i % 3)
+        _mutate(rng, buf, 1 + i % 3)
         if i % 4 == 0 or not buf:
             wire = bytes(buf)  # plain, not ciphered
         else:

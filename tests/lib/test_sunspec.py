@@ -3,11 +3,11 @@
 # json/model_N.json: point order, sizes and scale factors); the values are ours.
 import struct
 
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 
 import modbus
 from modbus import sunspec
-from modbusfuzz import Xorshift32, iterations
 
 NI16 = 0xFFFF  # "not implemented" uint16 / enum16
 NI_S16 = 0x8000  # "not implemented" int16 / sunssf

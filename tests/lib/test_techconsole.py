@@ -2,7 +2,7 @@
 # table. Input bytes are what a terminal sends on the USB serial: Enter as
 # CR (PuTTY, screen), LF (miniterm --eol LF) or CRLF (Windows terminals),
 # arrow keys as ANSI CSI sequences (ESC [ A .. ESC [ D, ECMA-48 8.3.x).
-import os
+from fuzzing import Xorshift32, iterations, noise
 
 from techconsole import LINE_TOO_LONG, PROMPT, Arg, CommandTable, ConsoleError, LineAssembler, table
 
@@ -484,28 +484,9 @@ def test_assembler_into_table():
 
 
 # ---- seeded mutation fuzz ------------------------------------------------
-#
-# random differs between the interpreters (and is missing on some ports):
-# xorshift32 (Marsaglia, "Xorshift RNGs", J. Stat. Softw. 8(14), 2003,
-# shifts 13, 17, 5) gives the same stream on both.
 
 
-class Xorshift32:
-    def __init__(self, seed):
-        self.state = seed & 0xFFFFFFFF or 1
-
-    def next(self):
-        x = self.state
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.state = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
-
-
+# fuzzing.Xorshift32 is checked here, once for every fuzz test of tests/lib.
 def test_xorshift32_reference_values():
     # First outputs for seed 1, worked from the recurrence with CPython's
     # unbounded ints: 1 -> 270369 -> 67634689 -> 2647435461.
@@ -537,15 +518,9 @@ FUZZ_SEEDS = (
 FUZZ_BYTES = b"\r\n\x1b[\x08\x7f\x00\x03\t \x80\xff~A0-"
 
 
-def fuzz_iterations():
-    # PGW_FUZZ_ITERATIONS=100000 for a long run; os.getenv is missing on
-    # some MicroPython ports, so it is looked up, not assumed.
-    getenv = getattr(os, "getenv", None)
-    text = getenv("PGW_FUZZ_ITERATIONS") if getenv else None
-    return int(text) if text else 2000
-
-
-def mutate(rng, data):
+def mutate_input(rng, data):
+    # like fuzzing.mutate, with console-minded edits: control/escape bytes,
+    # other seeds spliced in, printable runs up to past the line limit
     data = bytearray(data)
     for _ in range(1 + rng.below(3)):
         op = rng.below(7)
@@ -601,17 +576,17 @@ def check_lines(lines, max_len, counts):
 
 
 def test_fuzz_assembler_and_table():
-    iterations = fuzz_iterations()
+    n = iterations(2000)
     rng = Xorshift32(0x5EED1234)
     commands = make_table()
     # A default assembler and a short one that overflows often.
     assemblers = ((LineAssembler(), MAX_LINE), (LineAssembler(12), 12))
     counts = {"ok": 0, "err": 0, "too_long": 0}
-    for _ in range(iterations):
+    for _ in range(n):
         if rng.below(8):
-            data = mutate(rng, FUZZ_SEEDS[rng.below(len(FUZZ_SEEDS))])
+            data = mutate_input(rng, FUZZ_SEEDS[rng.below(len(FUZZ_SEEDS))])
         else:  # pure noise
-            data = bytes(rng.below(256) for _ in range(rng.below(48)))
+            data = noise(rng, rng.below(48))
         pos = 0
         while pos < len(data) or pos == 0:
             size = 1 + rng.below(9) if rng.below(4) else len(data) + 1
@@ -629,9 +604,9 @@ def test_fuzz_assembler_and_table():
         for line in lines:
             check_answer(commands, line, counts)
     print("fuzz: %d iterations, %d answers, %d ERR, %d too long, %d failures, dropped %d/%d" % (
-        iterations, counts["ok"], counts["err"], counts["too_long"], commands.failures,
+        n, counts["ok"], counts["err"], counts["too_long"], commands.failures,
         assemblers[0][0].dropped, assemblers[1][0].dropped))
-    if iterations >= 2000:
+    if n >= 2000:
         # The corpus reaches every path: answers, errors, handler failures,
         # overlong lines and dropped bytes.
         assert counts["ok"] > 100, counts

@@ -1,6 +1,5 @@
 # lib/dlms/wrapper.py: the IEC 62056-47 wrapper (DLMS/COSEM over TCP/UDP).
-import os
-
+from fuzzing import Xorshift32, iterations
 from mpcompat import raises
 
 from dlms import wrapper
@@ -91,29 +90,22 @@ def test_framer_resynchronises_after_garbage():
     assert frames_of(got) == [WrapperFrame(1, 16, b"\x00\x01\x02")], got
 
 
-def _xorshift32(s):
-    s ^= (s << 13) & 0xFFFFFFFF
-    s ^= s >> 17
-    s ^= (s << 5) & 0xFFFFFFFF
-    return s
-
-
 def test_framer_fuzz():
     # mutated streams (flips, insertions, cuts, splices) in random chunks:
     # feed() never raises and stays bounded; the frame after the damage is
     # found when the damage is garbage between frames
-    n = int(os.getenv("PGW_FUZZ_ITERATIONS") or "2000")
+    n = iterations(2000)
     seeds = [h(PUSH), h(AARQ), h(GET)]
     fr = Framer(max_len=128)
     cap = len(fr._buf)
-    s = 0x2545F491
+    rng = Xorshift32(0x2545F491)
     recovered = 0
     between = 0
     for _ in range(n):
         fr.reset()
-        s = _xorshift32(s)
+        s = rng.next()
         a = bytearray(seeds[s % 3])
-        s = _xorshift32(s)
+        s = rng.next()
         op = s & 3
         p = (s >> 3) % (len(a) + 1)
         if op == 0 and p < len(a):
@@ -129,7 +121,7 @@ def test_framer_fuzz():
             a = bytearray(bytes(((s >> 12) & 0xFF, (s >> 20) & 0xFF)) + h(GET))  # garbage, frame
             between += 1
         a += h(GET)
-        s = _xorshift32(s)
+        s = rng.next()
         chunk = 1 + s % 50
         last = None
         for i in range(0, len(a), chunk):
