@@ -321,7 +321,8 @@ def compile_lib(dest):
     (dest / "dlms").mkdir(parents=True, exist_ok=True)
     (dest / "dlms" / "__init__.py").write_text("")
     mods = ["compat", "crc16", "aes", "aesgcm"]
-    dlms = ["obis", "axdr", "cosem", "hdlc", "wrapper", "security", "apdu", "acse", "client"]
+    # every lib/dlms module: the chain loads parts (encoder, date-times, names) on demand
+    dlms = sorted(p.stem for p in (root / "lib" / "dlms").glob("*.py") if p.stem != "__init__")
     for m in mods:
         subprocess.run([str(cross), "-o", str(dest / (m + ".mpy")), str(root / "lib" / (m + ".py"))],
                        check=True)

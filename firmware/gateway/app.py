@@ -29,6 +29,18 @@ def _kb(nbytes):
     return "%d.%d KB" % (nbytes // 1024, nbytes % 1024 * 10 // 1024)
 
 
+def _drop_config_modules():
+    # meterconfig, deviceconfig and gateway.config are used once, at boot
+    for name in ("meterconfig", "deviceconfig", "gateway.config"):
+        sys.modules.pop(name, None)
+    for mod, attr in ((boot, "_config"), (sys.modules.get("gateway"), "config")):
+        try:
+            delattr(mod, attr)
+        except (AttributeError, TypeError):
+            pass
+    gc.collect()
+
+
 class App:
     def __init__(self):
         self.config = boot.config
@@ -47,13 +59,14 @@ class App:
                            Arg("what", "choice", choices=("profile",), optional=True),
                            Arg("hours", "int", 1, 1080, optional=True)))
         self.meters = None
+        # The config is checked once per boot: give the schema modules' heap
+        # back before the meter drivers load (a lower peak, less fragmentation).
+        _drop_config_modules()
         if self.config.get("meters"):
             # Imported only when configured: the service and its drivers cost heap.
             from gateway.meters.service import MeterService
 
             self.meters = MeterService(self.config["meters"], self.board, usbconsole.say)
-        # The meter schema is checked once per boot: give its heap back.
-        sys.modules.pop("meterconfig", None)
 
     def heap_line(self):
         gc.collect()

@@ -218,16 +218,20 @@ def _value(buf, p, end, tag, room, typed):
         q = p + ((n + 7) >> 3)
         if q > end:
             raise TruncatedError(q)
+        from dlms.axdr_types import BitString
+
         return BitString(bytes(buf[p:q]), n), q
     if tag == DATE_TIME or tag == DATE or tag == TIME:
         q = p + _SIZE[tag]
         if q > end:
             raise TruncatedError(q)
         if tag == DATE_TIME:
+            from dlms.axdr_dt import DateTime
+
             return DateTime.from_octets(buf[p:q]), q
-        if tag == DATE:
-            return Date.from_octets(buf[p:q]), q
-        return Time.from_octets(buf[p:q]), q
+        from dlms import axdr_types
+
+        return (axdr_types.Date if tag == DATE else axdr_types.Time).from_octets(buf[p:q]), q
     if tag == COMPACT_ARRAY:
         if room <= 0:
             raise TooDeepError("nesting deeper than allowed at %d" % p)
@@ -243,104 +247,18 @@ def _latin1(b):
     return b.decode()
 
 
-# ---- encoding
+# ---- loaded on first use (module __getattr__): the encoder and the
+# date/time/bit-string classes cost heap that reading registers does not need
+
+_LAZY = {"encode": "axdr_enc", "encode_into": "axdr_enc", "DateTime": "axdr_dt",
+         "BitString": "axdr_types", "Date": "axdr_types", "Time": "axdr_types"}
 
 
-def encode(tag, value):
-    out = bytearray()
-    encode_into(out, tag, value)
-    return bytes(out)
-
-
-def encode_into(out, tag, value, max_depth=MAX_DEPTH):
-    # appends tag and value to the bytearray `out`
-    if type(tag) is not int or not _known(tag):
-        raise EncodeError("unknown data tag %r" % (tag,))
-    out.append(tag)
-    _put(out, tag, value, max_depth)
-
-
-_RANGE = {"b": (-0x80, 0x7F), "B": (0, 0xFF), "h": (-0x8000, 0x7FFF), "H": (0, 0xFFFF),
-          "i": (-0x80000000, 0x7FFFFFFF), "I": (0, 0xFFFFFFFF),
-          "q": (-0x8000000000000000, 0x7FFFFFFFFFFFFFFF), "Q": (0, 0xFFFFFFFFFFFFFFFF)}
-
-
-def _put(out, tag, value, room):
-    if tag < 28 and _FMT[tag] is not None:
-        fmt = _FMT[tag]
-        t = type(value)
-        if tag == FLOAT32 or tag == FLOAT64:
-            if t is not float and t is not int:
-                raise EncodeError("tag %d needs a number, not %r" % (tag, value))
-            try:
-                value = float(value)
-            except OverflowError:
-                raise EncodeError("%r does not fit tag %d" % (value, tag))
-            if tag == FLOAT32 and value == value and _F32_MAX < abs(value) < float("inf"):
-                raise EncodeError("%r does not fit float32" % (value,))
-        else:
-            lo, hi = _RANGE[fmt[1]]
-            if t is not int or value < lo or value > hi:
-                raise EncodeError("%r does not fit tag %d" % (value, tag))
-        out.extend(struct.pack(fmt, value))
-    elif tag == STRUCTURE or tag == ARRAY:
-        if room <= 0:
-            raise EncodeError("nesting deeper than allowed")
-        if not isinstance(value, (list, tuple)):
-            raise EncodeError("tag %d needs a list of (tag, value)" % tag)
-        put_length(out, len(value))
-        for item in value:
-            if not isinstance(item, tuple) or len(item) != 2:
-                raise EncodeError("element %r is not (tag, value)" % (item,))
-            encode_into(out, item[0], item[1], room - 1)
-    elif tag == OCTET_STRING:
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise EncodeError("octet-string needs bytes, not %r" % (value,))
-        put_length(out, len(value))
-        out.extend(value)
-    elif tag == VISIBLE_STRING or tag == UTF8_STRING:
-        if isinstance(value, (bytes, bytearray)):
-            b = value
-        elif type(value) is str:
-            b = value.encode()
-            if tag == VISIBLE_STRING and len(b) != len(value):
-                b = bytearray()
-                for c in value:
-                    c = ord(c)
-                    if c > 0xFF:
-                        raise EncodeError("visible-string character beyond Latin-1")
-                    b.append(c)
-        else:
-            raise EncodeError("tag %d needs str, not %r" % (tag, value))
-        put_length(out, len(b))
-        out.extend(b)
-    elif tag == BOOLEAN:
-        if value is not True and value is not False and value != 0 and value != 1:
-            raise EncodeError("boolean needs True/False, not %r" % (value,))
-        out.append(1 if value else 0)
-    elif tag == NULL or tag == DONT_CARE:
-        if value is not None:
-            raise EncodeError("tag %d carries no value, not %r" % (tag, value))
-    elif tag == BIT_STRING:
-        if not isinstance(value, BitString):
-            raise EncodeError("bit-string needs a BitString, not %r" % (value,))
-        put_length(out, value.nbits)
-        out.extend(value.bits)
-    elif tag == DATE_TIME or tag == DATE or tag == TIME:
-        cls = DateTime if tag == DATE_TIME else (Date if tag == DATE else Time)
-        if isinstance(value, cls):
-            out.extend(value.to_octets())
-        elif isinstance(value, (bytes, bytearray)) and len(value) == _SIZE[tag]:
-            out.extend(value)
-        else:
-            raise EncodeError("tag %d needs a %s, not %r" % (tag, cls.__name__, value))
-    elif tag == COMPACT_ARRAY:
-        if room <= 0:
-            raise EncodeError("nesting deeper than allowed")
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise EncodeError("compact-array needs (description, rows)")
-        from dlms import axdr_compact
-        axdr_compact.encode(out, value[0], value[1], room)
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(name)
+    return getattr(__import__("dlms." + mod, None, None, (name,)), name)
 
 
 # ---- streaming
@@ -352,8 +270,13 @@ class ArrayStream:
     # elements completed so far (each row of a profile buffer). Only the
     # incomplete tail stays buffered; an element may not exceed max_element
     # octets. Feed the Data encoding itself, starting at the array tag.
-    def __init__(self, max_element=4096, max_depth=MAX_DEPTH, typed=False):
-        self._buf = bytearray()
+    # block: the usual size of a piece fed at once. The buffer starts at two
+    # blocks (rows are short), is compacted in place, and grows (doubling, to
+    # max_element + block) only when an element needs more.
+    def __init__(self, max_element=4096, max_depth=MAX_DEPTH, typed=False, block=256):
+        self._buf = bytearray(min(max_element, block) + block)
+        self._cap = max_element + block
+        self._len = 0  # octets of _buf in use
         self._pos = 0  # next undecoded octet in _buf
         self._base = 0  # stream offset of _buf[0]
         self._need = 0  # stream offset the next element reaches at least
@@ -374,24 +297,36 @@ class ArrayStream:
         return self._base + self._pos >= self._end
 
     def feed(self, data):
-        if self._pos:
-            self._buf[0:self._pos] = b""  # drop what is decoded
-            self._base += self._pos
-            self._pos = 0
         if data:
             if self.done():
                 raise LengthError("data after the end of the array")
-            self._buf.extend(data)
+            buf = self._buf
+            n = len(data)
+            p = self._pos
+            if self._len + n > len(buf):
+                # drop what is decoded: move the tail to the front, in place
+                k = self._len - p
+                if k + n > len(buf):
+                    grown = bytearray(max(k + n, min(2 * len(buf), self._cap)))
+                    grown[0:k] = memoryview(buf)[p:self._len]
+                    self._buf = buf = grown
+                elif p:
+                    buf[0:k] = memoryview(buf)[p:self._len]
+                self._base += p
+                self._pos = 0
+                self._len = k
+            buf[self._len:self._len + n] = data
+            self._len += n
         return self._drain()
 
     def close(self):
         # the caller has no more data: an unfinished array is an error
         if not self.done():
-            raise TruncatedError(self._base + len(self._buf) + 1,
+            raise TruncatedError(self._base + self._len + 1,
                                  "stream ended after %d elements" % self.received)
 
     def buffered(self):
-        return len(self._buf) - self._pos
+        return self._len - self._pos
 
     def _drain(self):
         while True:
@@ -403,7 +338,7 @@ class ArrayStream:
     def _next(self):
         buf = self._buf
         p = self._pos
-        end = len(buf)
+        end = self._len
         if self._base + end < self._need:
             return _NEED
         if not self.started:
@@ -475,242 +410,3 @@ class ArrayStream:
 
 
 # ---- value types
-
-
-class BitString:
-    # bits: octets, first bit in the most significant bit of bits[0];
-    # nbits: how many are used (the padding bits of the last octet are zeroed)
-    def __init__(self, bits, nbits=None):
-        if nbits is None:
-            nbits = 8 * len(bits)
-        if type(nbits) is not int or nbits < 0 or len(bits) != (nbits + 7) >> 3:
-            raise EncodeError("bit-string of %d octets cannot hold %r bits" % (len(bits), nbits))
-        pad = -nbits & 7
-        if pad and bits[-1] & ((1 << pad) - 1):
-            bits = bytearray(bits)
-            bits[-1] &= 0xFF ^ ((1 << pad) - 1)
-        self.bits = bytes(bits)
-        self.nbits = nbits
-
-    @classmethod
-    def from_str(cls, text):
-        # "10110" -> first bit 1
-        b = bytearray((len(text) + 7) >> 3)
-        for i in range(len(text)):
-            c = text[i]
-            if c == "1":
-                b[i >> 3] |= 0x80 >> (i & 7)
-            elif c != "0":
-                raise EncodeError("bit-string text has %r" % (c,))
-        return cls(b, len(text))
-
-    def bit(self, i):
-        if i < 0 or i >= self.nbits:
-            raise IndexError("bit %d of %d" % (i, self.nbits))
-        return (self.bits[i >> 3] >> (7 - (i & 7))) & 1
-
-    def __len__(self):
-        return self.nbits
-
-    def __str__(self):
-        return "".join(["1" if self.bit(i) else "0" for i in range(self.nbits)])
-
-    def __repr__(self):
-        return "BitString(%r)" % str(self)
-
-    def __eq__(self, other):
-        return isinstance(other, BitString) and other.nbits == self.nbits and other.bits == self.bits
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __hash__(self):
-        return hash(self.bits) ^ self.nbits
-
-
-def _check(name, v, hi):
-    if type(v) is not int or v < 0 or v > hi:
-        raise EncodeError("%s %r out of range 0..%d" % (name, v, hi))
-    return v
-
-
-def _days_from_civil(y, m, d):
-    # days since 1970-01-01 of the proleptic Gregorian date (H. Hinnant's algorithm)
-    if m <= 2:
-        y -= 1
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-
-
-def _civil_from_days(z):
-    z += 719468
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    return yoe + era * 400 + (m <= 2), m, d
-
-
-def _month_days(y, m):
-    if m == 2:
-        return 29 if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0 else 28
-    return 30 if m in (4, 6, 9, 11) else 31
-
-
-def _date_valid(y, m, d):
-    return y != 0xFFFF and 1 <= m <= 12 and 1 <= d <= _month_days(y, m)
-
-
-def _weekday(y, m, d):
-    # 1 = Monday .. 7 = Sunday; 1970-01-01 was a Thursday
-    if not _date_valid(y, m, d):
-        return NOT_SPECIFIED
-    return (_days_from_civil(y, m, d) + 3) % 7 + 1
-
-
-class Date:
-    # date (5 octets): year (0xFFFF = not specified), month (0xFD/0xFE DST end/begin),
-    # day (0xFD/0xFE second last/last), weekday 1 = Monday; 0xFF = not specified.
-    # weekday=None computes it from a valid date.
-    def __init__(self, year=YEAR_NOT_SPECIFIED, month=NOT_SPECIFIED, day=NOT_SPECIFIED, weekday=None):
-        self.year = _check("year", year, 0xFFFF)
-        self.month = _check("month", month, 0xFF)
-        self.day = _check("day", day, 0xFF)
-        self.weekday = _weekday(year, month, day) if weekday is None else _check("weekday", weekday, 0xFF)
-
-    @classmethod
-    def from_octets(cls, b):
-        if len(b) != 5:
-            raise BadValueError("date needs 5 octets, not %d" % len(b))
-        return cls((b[0] << 8) | b[1], b[2], b[3], b[4])
-
-    def to_octets(self):
-        return bytes((self.year >> 8, self.year & 0xFF, self.month, self.day, self.weekday))
-
-    def __eq__(self, other):
-        return isinstance(other, Date) and other.to_octets() == self.to_octets()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __hash__(self):
-        return hash(self.to_octets())
-
-    def __repr__(self):
-        return "Date(%d, %d, %d, weekday=%d)" % (self.year, self.month, self.day, self.weekday)
-
-
-class Time:
-    # time (4 octets): hour, minute, second, hundredths; 0xFF = not specified
-    def __init__(self, hour=NOT_SPECIFIED, minute=NOT_SPECIFIED, second=NOT_SPECIFIED,
-                 hundredths=NOT_SPECIFIED):
-        self.hour = _check("hour", hour, 0xFF)
-        self.minute = _check("minute", minute, 0xFF)
-        self.second = _check("second", second, 0xFF)
-        self.hundredths = _check("hundredths", hundredths, 0xFF)
-
-    @classmethod
-    def from_octets(cls, b):
-        if len(b) != 4:
-            raise BadValueError("time needs 4 octets, not %d" % len(b))
-        return cls(b[0], b[1], b[2], b[3])
-
-    def to_octets(self):
-        return bytes((self.hour, self.minute, self.second, self.hundredths))
-
-    def __eq__(self, other):
-        return isinstance(other, Time) and other.to_octets() == self.to_octets()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __hash__(self):
-        return hash(self.to_octets())
-
-    def __repr__(self):
-        return "Time(%d, %d, %d, %d)" % (self.hour, self.minute, self.second, self.hundredths)
-
-
-class DateTime:
-    # date-time (12 octets): date, time, deviation (int16 minutes, Blue Book: local
-    # time to UTC, so UTC = local + deviation; None = 0x8000 not specified), clock
-    # status (STATUS_* bits, 0xFF = not specified). Fields keep their wire values.
-    def __init__(self, year=YEAR_NOT_SPECIFIED, month=NOT_SPECIFIED, day=NOT_SPECIFIED,
-                 hour=NOT_SPECIFIED, minute=NOT_SPECIFIED, second=NOT_SPECIFIED,
-                 hundredths=NOT_SPECIFIED, deviation=None, status=0, weekday=None):
-        self.year = _check("year", year, 0xFFFF)
-        self.month = _check("month", month, 0xFF)
-        self.day = _check("day", day, 0xFF)
-        self.weekday = _weekday(year, month, day) if weekday is None else _check("weekday", weekday, 0xFF)
-        self.hour = _check("hour", hour, 0xFF)
-        self.minute = _check("minute", minute, 0xFF)
-        self.second = _check("second", second, 0xFF)
-        self.hundredths = _check("hundredths", hundredths, 0xFF)
-        if deviation == -0x8000:
-            deviation = None
-        if deviation is not None and (type(deviation) is not int or not -0x7FFF <= deviation <= 0x7FFF):
-            raise EncodeError("deviation %r out of range" % (deviation,))
-        self.deviation = deviation
-        self.status = _check("status", status, 0xFF)
-
-    @classmethod
-    def from_octets(cls, b):
-        # also for date-times carried in an octet-string (what most meters send)
-        if len(b) != 12:
-            raise BadValueError("date-time needs 12 octets, not %d" % len(b))
-        dev = (b[9] << 8) | b[10]
-        if dev & 0x8000:
-            dev -= 0x10000
-        return cls((b[0] << 8) | b[1], b[2], b[3], b[5], b[6], b[7], b[8], dev, b[11], b[4])
-
-    def to_octets(self):
-        dev = 0x8000 if self.deviation is None else self.deviation & 0xFFFF
-        return bytes((self.year >> 8, self.year & 0xFF, self.month, self.day, self.weekday,
-                      self.hour, self.minute, self.second, self.hundredths,
-                      dev >> 8, dev & 0xFF, self.status))
-
-    def local_seconds(self):
-        # seconds from 1970-01-01 00:00 to this wall-clock time, ignoring the
-        # deviation; None if a field is not specified or out of range
-        if not _date_valid(self.year, self.month, self.day):
-            return None
-        if self.hour > 23 or self.minute > 59 or self.second > 59:
-            return None
-        return (_days_from_civil(self.year, self.month, self.day) * 86400
-                + self.hour * 3600 + self.minute * 60 + self.second)
-
-    def to_unix(self, sign=1):
-        # UTC seconds since 1970 (hundredths dropped), None without a deviation.
-        # sign=-1 for meters that send the deviation as UTC to local time.
-        s = self.local_seconds()
-        if s is None or self.deviation is None:
-            return None
-        return s + sign * self.deviation * 60
-
-    @classmethod
-    def from_unix(cls, seconds, deviation=None, status=0, sign=1, hundredths=NOT_SPECIFIED):
-        # the local wall-clock time of UTC `seconds` at `deviation` (see to_unix)
-        local = seconds - (sign * deviation * 60 if deviation is not None else 0)
-        days = local // 86400
-        rest = local - days * 86400
-        y, m, d = _civil_from_days(days)
-        return cls(y, m, d, rest // 3600, rest // 60 % 60, rest % 60, hundredths, deviation, status)
-
-    def __eq__(self, other):
-        return isinstance(other, DateTime) and other.to_octets() == self.to_octets()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __hash__(self):
-        return hash(self.to_octets())
-
-    def __repr__(self):
-        return "DateTime(%d, %d, %d, %d, %d, %d, %d, deviation=%r, status=0x%02x, weekday=%d)" % (
-            self.year, self.month, self.day, self.hour, self.minute, self.second,
-            self.hundredths, self.deviation, self.status, self.weekday)

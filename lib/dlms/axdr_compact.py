@@ -4,7 +4,7 @@ import struct
 
 from dlms.axdr import (ARRAY, BIT_STRING, COMPACT_ARRAY, OCTET_STRING, STRUCTURE, UTF8_STRING,
                        VISIBLE_STRING, _SIZE, BadTagError, BadValueError, EncodeError,
-                       LengthError, TooDeepError, TruncatedError, _known, _length, _put, _value,
+                       LengthError, TooDeepError, TruncatedError, _known, _length, _value,
                        put_length)
 
 
@@ -122,6 +122,8 @@ def put_desc(out, desc, room):
 
 def put_by_desc(out, desc, value):
     if type(desc) is int:
+        from dlms.axdr_enc import _put
+
         _put(out, desc, value, 0)
         return
     if not isinstance(value, (list, tuple)):

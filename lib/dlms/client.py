@@ -480,8 +480,10 @@ class Client:
             except security.SecurityError as e:
                 raise CipheringError("security", e)
             inv = self._invoke()
-            req = apdu.action_request(ASSOCIATION_LN_CLASS, ASSOCIATION_LN, _REPLY_TO_HLS,
-                                      axdr.encode(axdr.OCTET_STRING, f), inv)
+            ostr = bytearray((axdr.OCTET_STRING,))  # by hand: the encoder loads only for SET
+            axdr.put_length(ostr, len(f))
+            ostr.extend(f)
+            req = apdu.action_request(ASSOCIATION_LN_CLASS, ASSOCIATION_LN, _REPLY_TO_HLS, bytes(ostr), inv)
             r = yield from self._call(req, apdu.ACTION_RESPONSE, inv)
             if r.result != apdu.SUCCESS:
                 raise AssociationError("authentication", "meter refused f(StoC): %s"
@@ -565,7 +567,7 @@ class Client:
         # block and the unfinished element are held.
         self._check()
         inv = self._invoke()
-        stream = axdr.ArrayStream(self.max_row)
+        stream = axdr.ArrayStream(self.max_row, block=_PIECE)
         state = [0, 0]  # rows, octets
         limit = self.max_stream_size
 
@@ -575,8 +577,9 @@ class Client:
                 raise BlockTransferError("stream longer than %d octets" % limit)
             try:
                 # small pieces: the stream's buffer stays near one row
+                mv = memoryview(raw)  # pieces without copies: the stream copies once
                 for i in range(0, len(raw), _PIECE):
-                    for row in stream.feed(raw[i:i + _PIECE]):
+                    for row in stream.feed(mv[i:i + _PIECE]):
                         state[0] += 1
                         on_row(row)
             except axdr.AxdrError as e:
@@ -638,56 +641,15 @@ class Client:
     def set(self, obis, class_id, attr, value, access=None):
         # value: A-XDR encoded bytes, or (tag, value) for axdr.encode. A value
         # too long for the meter's PDU goes in blocks, if negotiated.
-        self._check()
-        data = _encoded(value)
-        inv = self._invoke()
-        req = apdu.set_request(class_id, obis, attr, data, access, inv)
-        room = self._room()
-        if len(req) <= room or not self.negotiated & acse.CONF_BLOCK_SET:
-            r = yield from self._call(req, apdu.SET_RESPONSE, inv)
-            if r.kind != apdu.NORMAL:
-                raise ApduError("unexpected", "set-response choice %d" % r.kind)
-        else:
-            size = room - 32
-            if size < 16:
-                raise BlockTransferError("meter PDU too small for block transfer")
-            mv = memoryview(data)
-            n = len(data)
-            last = size >= n
-            req = apdu.set_request_first_block(class_id, obis, attr, mv[:size], last, access, inv)
-            pos = size
-            block = 1
-            while True:
-                r = yield from self._call(req, apdu.SET_RESPONSE, inv)
-                if last:
-                    break
-                if r.kind != apdu.DATABLOCK or r.block != block:
-                    if r.result:
-                        raise AccessError(r.result, _what(obis, attr))
-                    raise BlockTransferError("set block %d acknowledged as %r" % (block, r.block))
-                block += 1
-                last = pos + size >= n
-                req = apdu.set_request_block(mv[pos:pos + size], last, block, inv)
-                pos += size
-            if r.kind != apdu.SET_LAST_DATABLOCK and r.kind != apdu.NORMAL:
-                raise ApduError("unexpected", "set-response choice %d" % r.kind)
-        if r.result:
-            raise AccessError(r.result, _what(obis, attr))
+        from dlms import client_set
+
+        return client_set.set(self, obis, class_id, attr, value, access)
 
     def action(self, obis, class_id, method, params=None):
         # -> the decoded return parameters, or None. params: A-XDR bytes or (tag, value)
-        self._check()
-        inv = self._invoke()
-        req = apdu.action_request(class_id, obis, method,
-                                  None if params is None else _encoded(params), inv)
-        r = yield from self._call(req, apdu.ACTION_RESPONSE, inv)
-        if r.kind != apdu.NORMAL:
-            raise ApduError("unexpected", "action-response choice %d" % r.kind)
-        if r.result:
-            raise AccessError(r.result, _what(obis, method), True)
-        if r.data_result:
-            raise AccessError(r.data_result, _what(obis, method))
-        return r.value
+        from dlms import client_set
+
+        return client_set.action(self, obis, class_id, method, params)
 
     def _room(self):
         # the largest request APDU the meter takes, before ciphering
@@ -754,15 +716,6 @@ def _what(obis, index):
         return "%s/%d" % (Obis.from_bytes(apdu.ln_bytes(obis)), index)
     except DlmsError:
         return str(index)
-
-
-def _encoded(value):
-    if isinstance(value, tuple):
-        try:
-            return axdr.encode(value[0], value[1])
-        except axdr.AxdrError as e:
-            raise DlmsError("cannot encode %r: %s" % (value, e))
-    return value
 
 
 def _cosem(fn, *args):

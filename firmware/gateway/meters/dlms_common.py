@@ -32,11 +32,7 @@ def quantity_of(ln):
     if ln[0] == 1 and b == 1:
         b = 0
     text = "%d-%d:%d.%d.%d" % (ln[0], b, ln[2], ln[3], ln[4])
-    table = quantities.QUANTITIES
-    for name in table:
-        if table[name][2] == text:
-            return name
-    return None
+    return quantities.by_obis(text)
 
 
 def to_quantity(name, value, scaler, unit):

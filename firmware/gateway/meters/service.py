@@ -25,6 +25,7 @@
 # or asyncio.TimeoutError / OSError, counted as "timeout" / "conn". No
 # exception leaves a meter's task: a failing meter is counted, logged when
 # its state changes, retried and backed off, and the others keep running.
+import gc
 import time
 
 import asyncio
@@ -140,6 +141,7 @@ class MeterService:
             if h.problem:
                 log("meter %s not started: %s" % (h.name, h.problem))
             self.meters.append(h)
+            gc.collect()  # each driver's start-up garbage, before the next one loads
 
     # ---- what drivers ask for ----
 
