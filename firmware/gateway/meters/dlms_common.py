@@ -41,11 +41,34 @@ def to_quantity(name, value, scaler, unit):
     u = _UNITS.get(unit)
     if u is None:
         return None
+    e = _exponent(u, name)
+    if e is None:
+        return None
+    try:
+        return cosem.scale(value, scaler, -e)
+    except ValueError:  # not a number (CosemError)
+        return None
+
+
+# (unit, quantity) -> power of ten, or None (another dimension): found once.
+# quantities.exponent scans its tables with a temporary copy of them (1.3 KB),
+# too much garbage for every value of every poll on a small heap.
+_EXP = {}
+
+
+def _exponent(u, name):
+    key = (u, name)
+    try:
+        return _EXP[key]
+    except KeyError:
+        pass
     try:
         e = quantities.exponent(u, name)
-        return cosem.scale(value, scaler, -e)
-    except ValueError:  # another dimension, or not a number (CosemError)
-        return None
+    except ValueError:  # another dimension
+        e = None
+    if len(_EXP) < 64:  # bounded: a meter has a few dozen registers at most
+        _EXP[key] = e
+    return e
 
 
 def derive(values):
