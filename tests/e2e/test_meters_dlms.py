@@ -2,10 +2,8 @@
 
 One virtual board for the module, deployed once, with a /config.json of
 meters: an HLS-GMAC ciphered meter on the RS-485 pty (HDLC at 9600 baud),
-an LLS meter over the TCP wrapper on loopback and an encrypted push customer
-interface on UART 2 (M-Bus framing). Modbus meters have a board of their own
-(test_meters_modbus.py): DLMS and Modbus meters together do not fit one
-board's heap yet.
+an LLS meter over the TCP wrapper on loopback, an encrypted push customer
+interface on UART 2 (M-Bus framing) and two Modbus TCP devices beside them.
 The simulated household's clock is frozen, so readings compare with the
 model exactly. Push frames are written by the test itself, one at a time,
 so each one's fate is known. Synchronisation is on console output and the
@@ -13,7 +11,10 @@ simulators' counters, always with a timeout. The last tests run the
 firmware's modules from the REPL (mpremote stops the app): the IEC 62056-21
 mode E opening and a 1,000-row load profile by block transfer.
 
-The board runs within the `virtual` board file's heap budget (160 KB).
+HEAP_KB is 256, not the 160 KB board budget: HDLC + push + two Modbus
+meters do not fit in 160 KB yet, and the three DLMS meters alone leave only
+~19 KB free, which ran out under a loaded full test run. Issue 5 must bring
+the rig back to the board budget.
 """
 
 import datetime
@@ -27,6 +28,7 @@ import pytest
 from conftest import Console, details, errors, run_tool
 from host_tools.sim import dlms_meter as dm
 from host_tools.sim.household import UTC, Clock, Household
+from host_tools.sim.modbus_devices import ModbusSimulator
 from host_tools.sim.ports import open_serial
 from host_tools.vboard import VirtualBoardProcess
 
@@ -34,6 +36,12 @@ NOW = datetime.datetime(2025, 6, 21, 10, 0, 7, tzinfo=UTC)
 EK = dm.DEFAULT_EK.hex().upper()
 AK = dm.DEFAULT_AK.hex().upper()
 OUR_TITLE = "5047574757000001"
+# The firmware with a DLMS HDLC meter, a DLMS TCP meter, a push listener and
+# two Modbus meters uses about 185 KB of heap (32-bit): more than the 160 KB
+# virtual board (or a Pico W) has while lib/ is loaded as .mpy into the heap.
+# Until lib/ is frozen or trimmed, this rig gets a bigger heap; the heap test
+# prints the figure.
+HEAP_KB = 256
 GRID = {"name": "grid", "protocol": "dlms-hdlc", "security": "hls-gmac", "ek": EK, "ak": AK,
         "system_title": OUR_TITLE, "period_s": 1, "timeout_ms": 500, "retries": 1,
         "registers": ["1-0:1.8.0", "1-0:2.8.0", "1-0:16.7.0", "1-0:32.7.0", "1-0:52.7.0", "1-0:72.7.0",
@@ -84,7 +92,7 @@ def rig(tmp_path_factory):
     house = Household(seed=7, start=NOW - datetime.timedelta(days=11))
     meter = dm.Meter(household=house, clock=clock)
     lan_meter = dm.Meter(household=house, clock=clock, serial_number=87654321)
-    with VirtualBoardProcess(tmp / "flash", tmp / "vb.tty") as vb:
+    with VirtualBoardProcess(tmp / "flash", tmp / "vb.tty", heap_kb=HEAP_KB) as vb:
         vb.channel.wait_kind("ready", timeout=20)
         mark = vb.channel.mark()
         run_tool("pgw", "deploy", "--port", vb.link, timeout=120)
@@ -92,6 +100,7 @@ def rig(tmp_path_factory):
         meter.sample()  # the household's first sample builds 11 days of history: not mid-request
         serial_server = dm.SerialServer(meter, f"{vb.link}.rs485").start()
         tcp = dm.TcpServer(lan_meter, 0).start()
+        modbus = ModbusSimulator("sdm630:1,sunspec:2", household=house, clock=clock).start_tcp(0)
         pushes = PushLine(meter, f"{vb.link}.uart2")
         meters = [
             GRID,
@@ -99,6 +108,10 @@ def rig(tmp_path_factory):
              "security": "lls", "password": "12345678", "period_s": 1},
             {"name": "ci", "protocol": "dlms-push", "uart": 2, "framing": "mbus", "ek": EK, "ak": AK,
              "system_title": meter.system_title.hex().upper(), "period_s": 30},
+            {"name": "sub", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": modbus.port,
+             "unit": 1, "profile": "sdm630", "period_s": 2},
+            {"name": "inverter", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": modbus.port,
+             "unit": 2, "profile": "sunspec_inverter", "period_s": 2},
         ]
         (vb.root / "config.json").write_text(json.dumps({"meters": meters}))
         con = Console(vb.link)
@@ -106,8 +119,8 @@ def rig(tmp_path_factory):
                               tcp=tcp, pushes=pushes, house=house, clock=clock)
         try:
             vb.channel.power_cycle()
-            con.wait_log(r"meters: 3 configured, 3 running")
-            for name in ("grid", "lan"):
+            con.wait_log(r"meters: 5 configured, 5 running")
+            for name in ("grid", "lan", "sub"):
                 con.wait_log(r"meter %s: first reading" % name, timeout=30)
             yield rig
         finally:
@@ -115,6 +128,7 @@ def rig(tmp_path_factory):
             pushes.close()
             rig.serial.stop()
             tcp.stop()
+            modbus.stop()
 
 
 def test_hdlc_registers_with_scaler_and_unit_over_hls_gmac(rig):
@@ -227,7 +241,7 @@ def test_silent_meter_times_out_alone_and_recovers_after_restart(rig):
         rig.con.wait_log(r"meter grid failing: timeout", since=mark)
         g = details(rig.con, "grid")
         assert g["state"] == "failing" and errors(g)["timeout"] >= 2, g
-        for name in ("lan",):
+        for name in ("lan", "sub"):
             assert details(rig.con, name)["state"] == "ok", name
         rig.pushes.send(rig.pushes.apdu())
         wait_rows(rig.con, "ci", "a push meanwhile", lambda r: r["state"] == "ok")
@@ -257,18 +271,18 @@ def test_invocation_counters_survive_a_power_cycle(rig):
     rig.con.wait_log(r"meter ci: first reading", since=mark)
 
 
-def test_heap_with_dlms_pull_and_push_meters(rig):
+def test_heap_with_dlms_push_and_modbus_meters(rig):
     status = rig.con.command("status", "firmware")
     free, used = (float(x) for x in re.search(r"heap +([\d.]+) KB free, ([\d.]+) KB used", status).groups())
-    print("heap with DLMS HDLC + DLMS TCP + push meters running: "
+    print("heap with DLMS HDLC + DLMS TCP + push + 2 Modbus TCP meters running: "
           "%.1f KB free, %.1f KB used (32-bit)" % (free, used))
-    assert free >= 10, status
+    assert free >= 30, status
 
 
 def test_console_profile_command_streams_rows(rig):
     con = rig.con
-    answer = con.command("meters ci profile", "ERR")
-    assert "meter ci has no load profile" in answer, answer
+    answer = con.command("meters sub profile", "ERR")
+    assert "meter sub has no load profile" in answer, answer
     mark = con.mark()
     answer = con.command("meters grid profile 2", "profile grid")
     assert "profile grid: the last 2 h, rows follow" in answer, answer
