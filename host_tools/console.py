@@ -214,9 +214,8 @@ def repl_mode(link, termios, tty):
         out.write(data)
         out.flush()
 
-    # The unix port and many boards end lines with a bare "\n".
     def raw_out(data, _out=raw_out):
-        _out(re.sub(rb"(?<!\r)\n", b"\r\n", data))
+        _out(crlf(data))
 
     print("\r\n[console] REPL mode (maintenance boot: app and watchdog stopped, actuators safe);"
           " Ctrl-T returns to the gateway console, Ctrl-] quits\r")
@@ -240,6 +239,11 @@ def repl_mode(link, termios, tty):
         print()
 
 
+def crlf(data):
+    # The unix port and many boards end lines with a bare "\n"; a raw terminal needs "\r\n".
+    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
+
+
 def enter_maintenance(link, timeout=5.0):
     """Stop the app and reboot into a maintenance boot; end at its REPL prompt."""
     seen = bytearray()
@@ -258,7 +262,7 @@ def enter_maintenance(link, timeout=5.0):
         wanted[0] = b"SAFE MODE (maintenance"
         link.write(b"import gateway.boot\rgateway.boot.maintenance()\r")
         got.wait(timeout)  # on firmware without gateway.boot this stays a plain REPL
-    sys.stdout.buffer.write(re.sub(rb"(?<!\r)\n", b"\r\n", bytes(seen)))
+    sys.stdout.buffer.write(crlf(bytes(seen)))
     sys.stdout.buffer.flush()
 
 

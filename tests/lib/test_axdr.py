@@ -3,6 +3,7 @@
 # with gurux-dlms and dlms-cosem is checked in tests/host/test_axdr_interop.py.
 from fuzzing import Xorshift32, iterations
 from mpcompat import raises
+from push_vectors import AIDON_FRAME
 
 from dlms import axdr
 from dlms.axdr import (
@@ -18,18 +19,9 @@ def h(text):
     return bytes.fromhex(text.replace(" ", "").replace("\n", ""))
 
 
-# Aidon 6540 (Norway) list-2 push, HDLC frame from toreamun/amshan-homeassistant
-# issue #47 (https://github.com/toreamun/amshan-homeassistant/issues/47); its
-# FCS checks out. Data-Notification body: array of 12 structures.
-AIDON_FRAME = (
-    "7ea10b41088313fa7ce6e7000f4000000000010c020209060101000281ff0a0b4149444f4e5f56303030"
-    "31020209060000600100ff0a1037333539393932393032303831323036020209060000600107ff0a0436"
-    "353430020309060100010700ff060000001102020f00161b020309060100020700ff060000000002020f"
-    "00161b020309060100030700ff060000000002020f00161d020309060100040700ff060000000f02020f"
-    "00161d0203090601001f0700ff10000002020fff1621020309060100470700ff10000002020fff162102"
-    "0309060100200700ff12094402020fff1623020309060100340700ff12094102020fff16230203090601"
-    "00480700ff12094b02020fff16233cda7e"
-)
+# AIDON_FRAME (push_vectors.py): an Aidon 6540 (Norway) list-2 push, HDLC frame
+# from toreamun/amshan-homeassistant issue #47; its FCS checks out.
+# Data-Notification body: array of 12 structures.
 AIDON_DATA_AT = 18  # after flag, format, addresses, control, HCS, LLC, 0F, invoke id, 00
 AIDON_DATA_END = 266  # before FCS and flag
 

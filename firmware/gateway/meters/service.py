@@ -265,7 +265,7 @@ class MeterService:
                     h.reading(values)
                     ok = True
                     break
-                except Exception as e:
+                except Exception as e:  # any failure: classified by _kind, counted, retried
                     self._failed(h, e)
                     opened = False
                     await self._close(h)
@@ -282,7 +282,7 @@ class MeterService:
             started = ticks_ms()
             try:
                 await h.driver.run(on_reading)
-            except Exception as e:
+            except Exception as e:  # classified by _kind and counted; the listener restarts
                 self._failed(h, e)
             await self._close(h)
             self._after_poll(h, False)
