@@ -193,11 +193,12 @@ def _largest():
     return lo
 
 
-def mp_main(path, mode="time", arg=3, variant="lls", max_info=MAX_INFO, max_pdu=MAX_PDU):
+def mp_main(path, mode="time", arg=3, variant="lls", max_info=MAX_INFO, max_pdu=MAX_PDU, rom=0):
     # mode "time": print the best of `arg` replays; mode "heap": one replay,
     # printing the heap in use at idle; mode "headroom": at idle, fill every
     # free block with ballast but `arg` bytes of the largest, then stream.
-    # Heap figures are 32-bit equivalents.
+    # Heap figures are 32-bit equivalents; `rom`: bytes of heap the ROM
+    # partition's buffer holds (flash on a board), left out of them.
     import gc
 
     if mode == "time":
@@ -209,7 +210,7 @@ def mp_main(path, mode="time", arg=3, variant="lls", max_info=MAX_INFO, max_pdu=
 
     def on_idle():
         gc.collect()
-        print("@@IDLE", gc.mem_alloc() * 4 // word)
+        print("@@IDLE", (gc.mem_alloc() - rom) * 4 // word)
         if mode != "headroom":
             return
         top = _largest()
@@ -311,7 +312,9 @@ def save(frames, path):
 
 
 def compile_lib(dest):
-    """mpy-cross the modules the client needs (and this file) into dest."""
+    """mpy-cross the modules the client needs (and this file) into dest,
+    and pack them into a ROMFS image beside it (dest + ".romfs"): the
+    firmware runs them from a ROM partition, in place."""
     import subprocess
     from pathlib import Path
 
@@ -330,23 +333,50 @@ def compile_lib(dest):
         subprocess.run([str(cross), "-o", str(dest / "dlms" / (m + ".mpy")),
                         str(root / "lib" / "dlms" / (m + ".py"))], check=True)
     subprocess.run([str(cross), "-o", str(dest / "dlms_profile.mpy"), __file__], check=True)
+    from host_tools.deploy import romfs_image
+
+    image = romfs_image({"/" + p.relative_to(dest).as_posix(): p for p in dest.rglob("*") if p.is_file()})
+    Path(str(dest) + ".romfs").write_bytes(image)
     return dest
 
 
-def _mp_run(libdir, path, mode, heap, arg=3, variant="lls", max_info=MAX_INFO, max_pdu=MAX_PDU,
-            timeout=300):
+# Mounts the ROMFS image as a board does (bytecode runs in place from it);
+# _r is the heap its buffer takes, which a board has as flash, not RAM.
+_ROM_PRELUDE = """import gc, sys, vfs
+gc.collect()
+_a = gc.mem_alloc()
+_rom = bytearray(%d)
+_r = gc.mem_alloc() - _a
+with open(%r, 'rb') as _f:
+    _f.readinto(_rom)
+vfs.mount(vfs.VfsRom(memoryview(_rom)), '/rom')
+sys.path.insert(0, '/rom')
+"""
+
+
+def _rom_run(libdir, code, heap32, timeout=300):
+    """Run `code` after the ROM prelude with a heap of heap32 32-bit-equivalent bytes."""
     import subprocess
     from pathlib import Path
 
+    from host_tools.vboard.supervisor import heap_bytes
+
+    image = Path(str(libdir) + ".romfs")
+    size = image.stat().st_size
     mp = Path(sys.executable).parent / "micropython"
-    code = ("import sys\nsys.path.insert(0, %r)\nimport dlms_profile\n"
-            "dlms_profile.mp_main(%r, %r, %d, %r, %d, %d)\n"
-            % (str(libdir), str(path), mode, arg, variant, max_info, max_pdu))
-    return subprocess.run([str(mp), "-X", "heapsize=%s" % heap, "-c", code],
+    return subprocess.run([str(mp), "-X", "heapsize=%d" % heap_bytes(heap32, size),
+                           "-c", _ROM_PRELUDE % (size, str(image)) + code],
                           capture_output=True, text=True, timeout=timeout)
 
 
-def micropython_profile(frames, heap="512wK", repeat=3, variant="lls", max_info=MAX_INFO,
+def _mp_run(libdir, path, mode, heap32, arg=3, variant="lls", max_info=MAX_INFO, max_pdu=MAX_PDU,
+            timeout=300):
+    code = ("import dlms_profile\ndlms_profile.mp_main(%r, %r, %d, %r, %d, %d, _r)\n"
+            % (str(path), mode, arg, variant, max_info, max_pdu))
+    return _rom_run(libdir, code, heap32, timeout)
+
+
+def micropython_profile(frames, heap=512 * 1024, repeat=3, variant="lls", max_info=MAX_INFO,
                         max_pdu=MAX_PDU):
     """-> dict(rows, profile_ms, session_ms) measured under MicroPython."""
     import tempfile
@@ -394,7 +424,7 @@ def peak_heap(frames, lo=8 * 1024, hi=256 * 1024, variant="lls", max_info=MAX_IN
         save(frames, rec)
 
         def whole(n):
-            m = _marks(_mp_run(lib, rec, "heap", "%dw" % n, 0, variant, max_info, max_pdu))
+            m = _marks(_mp_run(lib, rec, "heap", n, 0, variant, max_info, max_pdu))
             return m.get("IDLE") if m.get("DONE") else None
 
         if whole(hi) is None:
@@ -409,7 +439,7 @@ def peak_heap(frames, lo=8 * 1024, hi=256 * 1024, variant="lls", max_info=MAX_IN
         out = {"min_heap": b, "idle": whole(b)}
 
         def room(r):
-            m = _marks(_mp_run(lib, rec, "headroom", "512wK", r, variant, max_info, max_pdu))
+            m = _marks(_mp_run(lib, rec, "headroom", 512 * 1024, r, variant, max_info, max_pdu))
             return m.get("FREE") if m.get("DONE") else None
 
         a, b = 0, 64 * 1024
@@ -482,24 +512,21 @@ def gurux_parse_ms(frames, repeat=3, rows=ROWS):
 
 
 def import_heap():
-    """Heap taken by importing the modules as .mpy (32-bit-equivalent bytes):
-    their dependencies first, then apdu, acse and client one by one."""
-    import subprocess
+    """Heap taken by importing the modules from a ROMFS image (32-bit-equivalent
+    bytes): their dependencies first, then apdu, acse and client one by one."""
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
         lib = compile_lib(Path(tmp) / "lib")
-        code = ("import sys, gc\nsys.path.insert(0, %r)\nW = 8 if sys.maxsize > 0xFFFFFFFF else 4\n"
+        code = ("W = 8 if sys.maxsize > 0xFFFFFFFF else 4\n"
                 "def used():\n    gc.collect()\n    return gc.mem_alloc() * 4 // W\n"
                 "a = used()\nimport compat, crc16, aes, aesgcm\n"
                 "from dlms import obis, axdr, cosem, hdlc, wrapper, security\nb = used()\n"
                 "from dlms import apdu\nc = used()\nfrom dlms import acse\nd = used()\n"
                 "from dlms import client\ne = used()\n"
-                "print('@@HEAP', b - a, c - b, d - c, e - d)\n" % str(lib))
-        mp = Path(sys.executable).parent / "micropython"
-        p = subprocess.run([str(mp), "-X", "heapsize=512wK", "-c", code], capture_output=True, text=True,
-                           timeout=60)
+                "print('@@HEAP', b - a, c - b, d - c, e - d)\n")
+        p = _rom_run(lib, code, 512 * 1024, timeout=60)
         for line in p.stdout.splitlines():
             if line.startswith("@@HEAP"):
                 deps, a, b, c = (int(x) for x in line.split()[1:])

@@ -49,6 +49,7 @@ TOP_KEYS = ("schema", "board", "title", "port", "chip", "mpy_cross_arch", "cpu_h
 FLASH_KEYS = ("size_kb", "image_format", "image_offset", "partitions", "filesystem")
 PARTITION_KEYS = ("name", "offset", "size")
 FILESYSTEM_KEYS = ("offset", "size_kb", "type")
+ROMFS_KEYS = ("offset", "size_kb")
 PIN_KEYS = ("gpio", "active_low", "pull", "adc")
 BUS_KEYS = ("rs485_uart", "i2c", "secure_element_address")
 
@@ -140,6 +141,8 @@ class Board:
         self.cpu_hz = data["cpu_hz"]
         self.heap_kb = data["heap_kb"]
         self.flash = copy.deepcopy(data["flash"])
+        rom = self.flash.get("romfs")
+        self.romfs_bytes = rom["size_kb"] * 1024 if rom else 0  # 0: no ROM partition
         self.pins = {
             role: {
                 "gpio": spec["gpio"],
@@ -335,7 +338,7 @@ class _Check:
         self.buses(data["buses"])
 
     def flash(self, flash, port, chip_name, chip):
-        self.keys(flash, "flash", FLASH_KEYS)
+        self.keys(flash, "flash", FLASH_KEYS, ("romfs",))
         size = self.integer(flash["size_kb"], "flash.size_kb", 1) * 1024
 
         fmt = self.text(flash["image_format"], "flash.image_format")
@@ -374,6 +377,19 @@ class _Check:
         # When a layout is given, the filesystem must be one of its regions: a typo otherwise formats firmware.
         if regions and not any(s == fs_start and e == fs_start + fs_size for _, s, e in regions):
             self.fail(f"flash.filesystem ({_hex(fs_start)}, {fs['size_kb']} KB) matches no partition")
+        if "romfs" in flash:
+            # A ROMFS partition (MicroPython's VfsRom, mounted at /rom): the
+            # firmware's .mpy run from it in place instead of being loaded into the heap.
+            rom = flash["romfs"]
+            self.keys(rom, "flash.romfs", ROMFS_KEYS)
+            r_start = self.integer(rom["offset"], "flash.romfs.offset")
+            r_size = self.integer(rom["size_kb"], "flash.romfs.size_kb", 1) * 1024
+            if r_start + r_size > size:
+                self.fail(f"flash.romfs ends at {_hex(r_start + r_size)}, past the {flash['size_kb']} KB flash")
+            if regions and not any(n == "romfs" and s == r_start and e == r_start + r_size for n, s, e in regions):
+                self.fail(f"flash.romfs ({_hex(r_start)}, {rom['size_kb']} KB) matches no partition named 'romfs'")
+            if r_start < fs_start + fs_size and fs_start < r_start + r_size:
+                self.fail("flash.romfs overlaps flash.filesystem")
 
     def pins(self, pins, chip_name, chip):
         if not isinstance(pins, dict):

@@ -60,12 +60,15 @@ def _deploy_args(p):
                    "board emulates, or the board's /board.json from an earlier deploy")
     p.add_argument("--force", action="store_true", help="copy every file even if its hash matches")
     p.add_argument("--no-reset", action="store_true", help="do not reset the board at the end")
+    p.add_argument("--no-romfs", action="store_true",
+                   help="copy the .mpy files to the filesystem even if the board has a ROMFS partition "
+                   "(and erase the image there)")
 
 
 def _deploy(args):
     from host_tools.deploy import deploy
 
-    deploy(args.port, args.board, force=args.force, reset=not args.no_reset)
+    deploy(args.port, args.board, force=args.force, reset=not args.no_reset, romfs=not args.no_romfs)
     return 0
 
 

@@ -13,9 +13,18 @@ The same steps on a real board's serial port and on a virtual board's link:
    longer part of the firmware (recorded in /deploy.json);
 4. give the new firmware a fresh start (clear the safe-mode count) and
    reset the board.
+
+On a board with a ROMFS partition (MicroPython's VfsRom, mounted at /rom),
+the .mpy files and data go into one ROMFS image written to that partition
+(unless it already holds the same bytes), and only boot.py, main.py and
+board.json go to the filesystem. Bytecode in a ROMFS runs in place, from
+flash: the heap holds only the objects the modules make. The partition is
+written through `vfs.rom_ioctl`, as `mpremote romfs deploy` does; the
+virtual board answers the same calls from its ROM stand-in.
 """
 
 import ast
+import binascii
 import hashlib
 import json
 import subprocess
@@ -33,6 +42,29 @@ LIB = REPO / "lib"
 BUILD = REPO / "build" / "deploy"
 MANIFEST = "/deploy.json"
 SOURCE_FILES = ("boot.py", "main.py")  # run by name by the port's C code
+FILESYSTEM_ONLY = ("/boot.py", "/main.py", "/board.json")  # the rest may go to the ROM
+ROM_CHUNK = 4096
+VFSROM_HEADER = b"\xd2\xcd\x31"  # a ROMFS image starts so
+
+# Runs on the board: the ROM partition's size (0: none, or one this tool
+# cannot write), and the SHA-256 of its first N bytes.
+_ROM_PROBE = """
+import vfs
+try:
+    from vboard_rom import rom_ioctl
+except ImportError:
+    rom_ioctl = getattr(vfs, 'rom_ioctl', None)
+_rom = None
+if rom_ioctl is not None and rom_ioctl(1) > 0:
+    _rom = rom_ioctl(2, 0)
+    if isinstance(_rom, int) or hasattr(_rom, 'ioctl'):
+        _rom = None
+print(len(_rom) if _rom is not None else 0)
+"""
+_ROM_HASH = """
+import hashlib, binascii
+print(repr(binascii.hexlify(hashlib.sha256(_rom[:%d]).digest()).decode()))
+"""
 
 # Runs on the board: SHA-256 of each listed file, None where missing.
 _HASH_SCRIPT = """
@@ -101,6 +133,35 @@ def build(board):
     return files
 
 
+def romfs_image(files):
+    """{device path: local file} -> a ROMFS image whose root is /rom.
+
+    mpremote's VfsRomWriter writes the records; directories nest as the
+    paths do, in sorted order, so the same files give the same bytes."""
+    from mpremote.romfs import VfsRomWriter
+
+    tree = {}
+    for path, src in files.items():
+        node = tree
+        *dirs, name = path.strip("/").split("/")
+        for d in dirs:
+            node = node.setdefault(d, {})
+        node[name] = src
+    rom = VfsRomWriter()
+
+    def add(node):
+        for name in sorted(node):
+            if isinstance(node[name], dict):
+                rom.opendir(name)
+                add(node[name])
+                rom.closedir()
+            else:
+                rom.mkfile(name, node[name].read_bytes())
+
+    add(tree)
+    return rom.finalise()
+
+
 def _mpy_version(path):
     # Header: b"M", version, ... Bytecode-only files (no native code, as
     # here) leave arch and sub-version zero, so the version byte decides.
@@ -127,7 +188,44 @@ def _progress(out, i, total, path, size, state):
     out(f"[{i:>{width}}/{total}] {path:<36} {size / 1024:6.1f} KB  {state}")
 
 
-def deploy(port, board_name=None, force=False, reset=True, out=lambda line: print(line, flush=True)):
+def _rom_erase(transport, rom_size, length):
+    """Erase the ROM partition's first `length` bytes -> the write unit."""
+    transport.exec("try:\n vfs.umount('/rom')\nexcept OSError:\n pass")
+    block = transport.eval("rom_ioctl(6, 0)")
+    if block <= 0 or block >= rom_size:
+        unit = transport.eval(f"rom_ioctl(3, 0, {length})")
+    else:  # block by block, 32 KB a call, as mpremote romfs does
+        length = -(-length // block) * block
+        for offset in range(0, length, 32768):
+            unit = transport.eval(f"rom_ioctl(3, 0, {offset}, {min(32768, length - offset)})")
+    if unit < 0:
+        raise DeployError(f"the board refused to erase its ROM partition (error {-unit})")
+    return unit
+
+
+def _rom_write(transport, rom_size, image, out):
+    """Write a ROMFS image to the partition probed as _rom, then read it back."""
+    unit = max(_rom_erase(transport, rom_size, len(image)), 1)
+    step = -(-ROM_CHUNK // unit) * unit
+    transport.exec("from binascii import a2b_base64")
+    for offset in range(0, len(image), step):
+        piece = image[offset:offset + step]
+        piece += bytes(-len(piece) % unit)  # whole write units
+        b64 = binascii.b2a_base64(piece, newline=False).decode()
+        rc = transport.eval(f"rom_ioctl(4, 0, {offset}, a2b_base64('{b64}'))")
+        if rc:
+            raise DeployError(f"the board refused a ROM write at {offset} (error {rc})")
+    transport.eval("rom_ioctl(5, 0)")
+    if _rom_hash(transport, len(image)) != hashlib.sha256(image).hexdigest():
+        raise DeployError("the ROM partition does not read back what was written")
+
+
+def _rom_hash(transport, n):
+    return ast.literal_eval(transport.exec(_ROM_HASH % n).decode())
+
+
+def deploy(port, board_name=None, force=False, reset=True, romfs=True,
+           out=lambda line: print(line, flush=True)):
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
 
@@ -143,6 +241,14 @@ def deploy(port, board_name=None, force=False, reset=True, out=lambda line: prin
         out(f"deploy: building for {board.name} (mpy-cross -march={board.mpy_cross_arch})")
         files = build(board)
         _check_mpy(transport, files)
+        rom_size = int(transport.exec(_ROM_PROBE).decode())
+        image = None
+        if rom_size and romfs:
+            image = romfs_image({p: f for p, f in files.items() if p not in FILESYSTEM_ONLY})
+            if len(image) > rom_size:
+                raise DeployError(f"the ROMFS image ({len(image)} bytes) does not fit the board's "
+                                  f"{rom_size}-byte ROM partition")
+            files = {p: f for p, f in files.items() if p in FILESYSTEM_ONLY}
         paths = sorted(files)
         on_board = [None] * len(paths)
         if not force:
@@ -167,10 +273,28 @@ def deploy(port, board_name=None, force=False, reset=True, out=lambda line: prin
             except TransportError:
                 pass
         transport.fs_writefile(MANIFEST, json.dumps(paths).encode())
-        # New firmware deserves a fresh start: forget earlier crash counts.
-        transport.exec("from gateway import boot as b\nb.record = b.load_record()\nb.leave_safe_mode()")
         out(f"deploy: {len(changed)} of {len(paths)} files copied ({copied / 1024:.1f} KB), "
             f"{len(stale)} removed")
+        rom_changed = False
+        if image is not None:
+            if force or _rom_hash(transport, len(image)) != hashlib.sha256(image).hexdigest():
+                _rom_write(transport, rom_size, image, out)
+                rom_changed = True
+            out(f"rom: image {len(image) / 1024:.1f} KB in the {rom_size // 1024} KB partition, "
+                f"{'written' if rom_changed else 'unchanged'}")
+        elif rom_size and transport.eval("bytes(_rom[:3])") == VFSROM_HEADER:
+            # Files mode on a board whose ROM holds an image, which would shadow them.
+            _rom_erase(transport, rom_size, 16)
+            transport.eval("rom_ioctl(5, 0)")
+            rom_changed = True
+            out("rom: image erased (--no-romfs)")
+        if rom_changed:
+            # Modules imported before the write point into the old bytes:
+            # boot afresh (raw REPL, boot.py only) before running any of them.
+            transport.exit_raw_repl()
+            transport.enter_raw_repl(soft_reset=True)
+        # New firmware deserves a fresh start: forget earlier crash counts.
+        transport.exec("from gateway import boot as b\nb.record = b.load_record()\nb.leave_safe_mode()")
         if reset:
             transport.exec_raw_no_follow("import machine\nmachine.reset()")
             out("deploy: board reset")

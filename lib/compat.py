@@ -54,6 +54,21 @@ def heap_free_alloc32():
     try:
         import gc
 
-        return heap32(gc.mem_free()), heap32(gc.mem_alloc())
+        return heap32(gc.mem_free()), heap32(gc.mem_alloc() - _rom_in_heap())
     except AttributeError:
         return None, None
+
+
+_rom_reserved = None
+
+
+def _rom_in_heap():
+    # The virtual board keeps its ROM partition (flash on a board) in the
+    # heap; the RAM a firmware uses leaves it out. 0 on a real board.
+    global _rom_reserved
+    if _rom_reserved is None:
+        try:
+            from vboard_rom import RESERVED as _rom_reserved
+        except ImportError:
+            _rom_reserved = 0
+    return _rom_reserved

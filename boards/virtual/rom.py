@@ -1,7 +1,8 @@
 # The virtual board's "ROM": what a port's C main() does before the REPL.
 #
-# `pgw vboard` runs `micropython -X heapsize=..wK -i rom.py`. This mounts
-# the board's flash directory as "/", runs boot.py and (after a power-on
+# `pgw vboard` runs `micropython -X heapsize=.. -i rom.py`. This mounts
+# the board's flash directory as "/" and its ROM partition (if it holds a
+# ROMFS image) at "/rom", runs boot.py and (after a power-on
 # or friendly soft reboot) main.py the way ports/esp32/main.c does, then
 # hands over to the interpreter's own REPL.
 
@@ -9,6 +10,9 @@
 def _rom():
     import os
     import sys
+
+    # The ROM partition first: one large buffer, while the heap is empty.
+    import vboard_rom
 
     # The stand-ins live outside the flash, so import them before mounting.
     import vboard_link
@@ -20,6 +24,8 @@ def _rom():
     os.mount(HostDirFlash(os.getenv("PGW_VBOARD_ROOT")), "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
+    if vboard_rom.mount():  # as a port's _boot.py does: the ROM's modules come first
+        sys.path[:0] = ["/rom", "/rom/lib"]
     # Only now may the host's keys (and Ctrl-C) reach the interpreter. A
     # Ctrl-C typed while the board was resetting is handed over here, not as
     # a signal: the interpreter does not see a SIGINT this early reliably.

@@ -49,7 +49,7 @@ class App:
         self.crash = None
         self.crashed = asyncio.Event()
         self.commands = CommandTable()
-        self.commands.add("status", self.cmd_status, "firmware, board, uptime, heap, boots, reset cause")
+        self.commands.add("status", self.cmd_status, "firmware, code, board, uptime, heap, boots, reset cause")
         self.commands.add("reboot", self.cmd_reboot, "restart the gateway (machine.reset)",
                           (Arg("delay_ms", "int", 0, 60000, optional=True),))
         self.commands.add("meters", self.cmd_meters,
@@ -76,6 +76,8 @@ class App:
     def cmd_status(self):
         rows = [
             ("firmware", VERSION),
+            # where the code runs from: the ROM partition (in place) or .mpy files (in the heap)
+            ("code", "rom partition" if globals().get("__file__", "").startswith("/rom/") else "files"),
             ("board", "%s (%s)" % (self.board.name, self.board.title)),
             ("uptime", "%d s" % self.uptime.seconds()),
             ("heap", self.heap_line() + " (32-bit equivalent)"),

@@ -1554,9 +1554,12 @@ class _Line:
 class SerialServer:
     """Serves HDLC on a serial device or pty path, one client at a time (a bus)."""
 
-    def __init__(self, meter, path, baudrate=9600):
+    def __init__(self, meter, path, baudrate=9600, record=False):
         self.meter, self.path, self.baudrate = meter, path, baudrate
         self.session = None
+        # record=True: every byte that crossed the line, as ("rx"|"tx", bytes)
+        # chunks in order (rx: from the client), for counting what a read cost
+        self.transcript = [] if record else None
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -1588,6 +1591,8 @@ class SerialServer:
                 if not data:
                     continue
                 line.ok()
+                if self.transcript is not None:
+                    self.transcript.append(("rx", bytes(data)))
                 try:
                     replies = self.session.receive(data)
                 except Exception:  # a simulator bug must not silence the meter for the rest of a run
@@ -1600,6 +1605,8 @@ class SerialServer:
                         if delay:
                             self._stop.wait(delay)
                         port.write(chunk)
+                        if self.transcript is not None:
+                            self.transcript.append(("tx", bytes(chunk)))
                     port.flush()
                 except (OSError, SerialException):
                     line.reopen()  # the answer is lost, as on a line that dropped

@@ -189,6 +189,17 @@ class PacedLine:
         self.buf = bytearray()
 
 
+def heap_bytes(budget32, rom_bytes=0):
+    """-X heapsize (bytes) for a heap of `budget32` 32-bit-equivalent bytes
+    (scaled to the host's word size: the interpreter is built for it) plus
+    a `rom_bytes` buffer allocated in it: the buffer and its object, and the
+    GC's tables for its blocks (3 bits per 4-word block), so that the budget
+    left for everything else stays what it was."""
+    word = 8 if sys.maxsize > 2**32 else 4
+    extra = rom_bytes + 128 + rom_bytes * 3 // (8 * 4 * word) if rom_bytes else 0
+    return budget32 * word // 4 + extra
+
+
 class VirtualBoard:
     def __init__(self, root, link, board="virtual", heap_kb=None, uid=None, log=None):
         self.board = load_board(board)
@@ -196,6 +207,8 @@ class VirtualBoard:
         self.root.mkdir(parents=True, exist_ok=True)
         self.link = Path(link)
         self.heap_kb = heap_kb or self.board.heap_kb
+        # The ROM partition's bytes: a host file beside the flash directory.
+        self.romfs = self.root.with_name(self.root.name + ".romfs")
         self.uid = uid or _uid_for(self.root)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.token = secrets.token_hex(8)
@@ -301,8 +314,10 @@ class VirtualBoard:
             PGW_VBOARD_UID=self.uid,
             PGW_VBOARD_CPU_HZ=str(self.board.cpu_hz),
             PGW_VBOARD_BOARD=self.board.name,
+            PGW_VBOARD_ROMFS=str(self.romfs),
+            PGW_VBOARD_ROMFS_BYTES=str(self.board.romfs_bytes),
         )
-        cmd = [micropython_path(), "-X", f"heapsize={self.heap_kb}wK", "-i", str(ROM)]
+        cmd = [micropython_path(), "-X", f"heapsize={self.heapsize()}", "-i", str(ROM)]
 
         def controlling_tty():
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -323,6 +338,12 @@ class VirtualBoard:
         self.wdt_timeout = self.wdt_deadline = None
         self.boots += 1
         self.emit("boot", boot=self.boots, cause=cause, mode=mode, pid=self.proc.pid)
+
+    def heapsize(self):
+        """-X heapsize: the board's budget (32-bit KB, scaled to this build's
+        word size), plus the ROM partition, which the ROM allocates in the
+        heap because the unix port cannot map flash (boards/virtual/vboard_rom.py)."""
+        return heap_bytes(self.heap_kb * 1024, self.board.romfs_bytes)
 
     def kill(self, cause, mode="friendly", soft_banner=False, delay_s=0.0):
         """End the interpreter now; it boots again with the given reset cause."""

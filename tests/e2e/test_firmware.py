@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pexpect
 
@@ -80,13 +81,30 @@ def test_console_survives_garbage_and_long_lines(deployed):
 def test_second_deploy_copies_nothing_and_removes_stale_files(deployed):
     manifest = deployed.root / "deploy.json"
     paths = json.loads(manifest.read_text())
-    stale = deployed.root / "lib" / "retired_module.mpy"
+    assert paths == ["/board.json", "/boot.py", "/main.py"], paths  # the rest is in the ROM
+    stale = deployed.root / "retired_module.mpy"
     stale.write_bytes(b"M\x06old")
-    manifest.write_text(json.dumps(paths + ["/lib/retired_module.mpy"]))
+    manifest.write_text(json.dumps(paths + ["/retired_module.mpy"]))
     out = run_tool("pgw", "deploy", "--port", deployed.link, timeout=120).stdout
     assert f"deploy: 0 of {len(paths)} files copied" in out, out
-    assert "removed /lib/retired_module.mpy" in out
+    assert "removed /retired_module.mpy" in out
+    assert re.search(r"rom: image [\d.]+ KB in the 1024 KB partition, unchanged", out), out
     assert not stale.exists()
+
+
+def test_firmware_runs_in_place_from_the_rom_partition(deployed):
+    mark = deployed.channel.mark()
+    deployed.channel.power_cycle()
+    deployed.channel.wait_kind("wdt", since=mark, timeout=20)
+    out = run_tool("pgw", "console", "--port", deployed.link, input="status\n").stdout
+    assert re.search(r"^code +rom partition$", out, re.M), out
+    out = run_tool("mpremote", "connect", deployed.link, "exec",
+                   "import sys, gateway.app, dlms.hdlc\n"
+                   "print(sys.path)\nprint(gateway.app.__file__, dlms.hdlc.__file__)").stdout
+    assert "['/rom', '/rom/lib', '', '.frozen', '/lib']" in out, out
+    assert "/rom/gateway/app.mpy /rom/lib/dlms/hdlc.mpy" in out, out
+    image = (deployed.root.parent / (deployed.root.name + ".romfs")).read_bytes()
+    assert image[:3] == b"\xd2\xcd\x31", "the partition, a host file beside the flash, holds a ROMFS image"
 
 
 def test_boot_puts_every_actuator_in_its_failsafe_state(deployed):
@@ -124,7 +142,12 @@ def test_heartbeat_blinks_the_status_led(deployed):
 
 
 def test_app_crash_leaves_a_repl_and_repeated_crashes_end_in_safe_mode(deployed):
-    # A faulty release: its console task fails as soon as the app starts.
+    # A faulty release: its console task fails as soon as the app starts. It
+    # is deployed as files (--no-romfs, as on a board without a ROM
+    # partition), so that one module can be replaced by a faulty source.
+    out = run_tool("pgw", "deploy", "--port", deployed.link, "--no-romfs", timeout=120).stdout
+    assert "rom: image erased (--no-romfs)" in out, out
+    assert (deployed.root / "gateway" / "usbconsole.mpy").exists()
     (deployed.root / "config.json").write_text(
         json.dumps({"watchdog_ms": 1000, "safe_mode_after": 3, "healthy_after_s": 60}))
     (deployed.root / "gateway" / "usbconsole.py").write_text(
@@ -159,7 +182,9 @@ def test_app_crash_leaves_a_repl_and_repeated_crashes_end_in_safe_mode(deployed)
     (deployed.root / "gateway" / "usbconsole.py").unlink()
     (deployed.root / "config.json").unlink()
     mark = ch.mark()
-    run_tool("pgw", "deploy", "--port", deployed.link, timeout=120)
+    out = run_tool("pgw", "deploy", "--port", deployed.link, timeout=120).stdout
+    assert re.search(r"rom: image [\d.]+ KB in the 1024 KB partition, written", out), out
+    assert "removed /gateway/usbconsole.mpy" in out, out  # the files deploy's copies go
     ch.wait_kind("wdt", since=mark, timeout=20)
     out = run_tool("pgw", "console", "--port", deployed.link, input="status\n").stdout
     assert "firmware" in out

@@ -204,6 +204,12 @@ def test_schema_2_is_refused_before_anything_else(tmp_path):
         ("esp32_devkitc", [("flash.filesystem.size_kb", 1024)], "board 'esp32_devkitc': flash.filesystem (2097152 (0x200000), 1024 KB) matches no partition"),
         ("pico_w", [("flash.filesystem.type", "host-directory")], "board 'pico_w': flash.filesystem.type 'host-directory' is not one of: littlefs2, fat"),
         ("virtual", [("flash.filesystem.size_kb", 4096)], "board 'virtual': flash.filesystem ends at"),
+        ("virtual", [("flash.romfs.label", "x")], "board 'virtual': unknown key 'label' in flash.romfs"),
+        ("virtual", [("flash.romfs.size_kb", 0)], "board 'virtual': flash.romfs.size_kb is 0, must be >= 1"),
+        ("virtual", [("flash.romfs.size_kb", 2048)], "board 'virtual': flash.romfs ends at"),
+        ("virtual", [("flash.romfs.offset", 1048576)], "board 'virtual': flash.romfs overlaps flash.filesystem"),
+        ("esp32_devkitc", [("flash.romfs", {"offset": 0x10000, "size_kb": 64})],
+         "board 'esp32_devkitc': flash.romfs (65536 (0x10000), 64 KB) matches no partition named 'romfs'"),
     ],
 )
 def test_each_mistake_is_reported_with_the_board_named(tmp_path, board, changes, expected):

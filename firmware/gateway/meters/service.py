@@ -33,7 +33,7 @@ import asyncio
 from compat import const, print_exception, ticks_diff, ticks_ms
 from gateway.meters import MeterError
 
-PROFILE_DIR = "/lib/meterprofiles/"
+PROFILE_DIRS = ("/rom/lib/meterprofiles/", "/lib/meterprofiles/")  # ROMFS first, as sys.path
 _DRIVERS = {
     "modbus-rtu": "modbus_meter",
     "modbus-tcp": "modbus_meter",
@@ -152,13 +152,18 @@ class MeterService:
 
             import meterprofile
 
-            try:
-                with open(PROFILE_DIR + name + ".json") as f:
-                    doc = json.load(f)
-            except OSError:
-                raise MeterError("config", "no profile %s in %s" % (name, PROFILE_DIR))
-            except ValueError:
-                raise MeterError("config", "profile %s is not valid JSON" % name)
+            doc = None
+            for d in PROFILE_DIRS:
+                try:
+                    with open(d + name + ".json") as f:
+                        doc = json.load(f)
+                    break
+                except OSError:
+                    continue
+                except ValueError:
+                    raise MeterError("config", "profile %s is not valid JSON" % name)
+            if doc is None:
+                raise MeterError("config", "no profile %s in %s" % (name, " or ".join(PROFILE_DIRS)))
             try:
                 p = meterprofile.load(doc)
             except meterprofile.ProfileError as e:
