@@ -29,4 +29,4 @@ clean:
 # Long fuzz runs; `make test` runs the same fuzz tests with a short count.
 FUZZ_ITERATIONS ?= 100000
 fuzz: $(STAMP)
-	PGW_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) $(PY) -m pytest tests/lib -k fuzz
+	PGW_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) PGW_MP_TIMEOUT=3600 $(PY) -m pytest tests/lib -k fuzz

@@ -149,6 +149,34 @@ def bench_hdlc_line(results, work):
         "the same profile read's time on the board, GET to the last row, at 9600 baud")
 
 
+def bench_es256(results):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import es256
+
+    runs = es256._runs()
+    mp = es256.micropython_ms(runs)
+    results["es256_sign_ms_micropython"] = metric(
+        mp["sign"], "ms", "lib/p256.py sign_digest (RFC 6979 nonce, comb table built) on the MicroPython "
+        "unix port at the 160 KB board heap; best of 3 runs of 5 rounds x 40 signatures (goal <= 1.5)")
+    results["es256_verify_ms_micropython"] = metric(
+        mp["verify"], "ms", "lib/p256.py verify_digest, same conditions (goal <= 4)")
+    results["es256_table_build_ms_micropython"] = metric(
+        mp["table_build_ms"], "ms", "building the signing table, once per boot")
+    results["es256_sign_ms_python_ecdsa"] = metric(
+        es256.python_ecdsa_sign_ms(), "ms", "python-ecdsa 0.19.2 sign_digest_deterministic on CPython (peer)")
+    results["es256_sign_ms_openssl"] = metric(
+        es256.openssl_sign_ms(), "ms", "cryptography 50 (OpenSSL) ECDSA P-256/SHA-256 sign on CPython (peer)")
+    results["es256_table_bytes"] = metric(
+        es256.table_bytes(), "bytes", "the fixed-base table as stored: 128 affine points x 64 bytes (goal <= 8192)")
+    results["signed_reading_bytes"] = metric(
+        es256.signed_reading_bytes(), "bytes",
+        "a READING as COSE_Sign1/ES256 (docs/protocol.md) with seq and registers near 2**32, 15-min "
+        "interval, 8-byte meter serial (goal <= 128)")
+    results["signed_reading_bytes_json_jws"] = metric(
+        es256.signed_reading_bytes_json_jws(), "bytes",
+        "the same reading as a JSON object in a compact JWS (ES256, alg + kid header), for comparison")
+
+
 def metric(value, unit, how):
     return {"value": value, "unit": unit, "how": how}
 
@@ -164,6 +192,7 @@ def main(argv=None):
         bench_hdlc_line(results, Path(tmp))
     bench_push_decrypt(results)
     bench_dlms_profile(results)
+    bench_es256(results)
     doc = {
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": __import__("os").cpu_count()},
