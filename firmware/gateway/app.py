@@ -58,6 +58,9 @@ class App:
                           (Arg("name", optional=True, maxlen=16),
                            Arg("what", "choice", choices=("profile",), optional=True),
                            Arg("hours", "int", 1, 1080, optional=True)))
+        self.commands.add("identity", self.cmd_identity,
+                          "the device's signing key: kid and public COSE_Key; provision: make it, once",
+                          (Arg("what", "choice", choices=("provision",), optional=True),))
         self.meters = None
         # The config is checked once per boot: give the schema modules' heap
         # back before the meter drivers load (a lower peak, less fragmentation).
@@ -87,6 +90,23 @@ class App:
         if boot.config_errors:
             rows.append(("config", "; ".join(boot.config_errors)))
         return table(rows)
+
+    def cmd_identity(self, what=None):
+        # Only the public half is ever shown; the private key stays in its file.
+        from gateway import keys
+
+        try:
+            key = keys.provision() if what == "provision" else keys.load()
+        except keys.KeyProviderError as e:
+            raise ConsoleError(str(e))
+        if key is None:
+            return "no signing key yet: `identity provision` makes one on this device"
+        import cose
+
+        pub = key.public_key()
+        return table((("kid", "".join("%02x" % b for b in key.kid)),
+                      ("provider", key.describe()),
+                      ("cose_key", "".join("%02x" % b for b in cose.encode_key(*pub)))))
 
     def cmd_meters(self, name=None, what=None, hours=None):
         if self.meters is None:

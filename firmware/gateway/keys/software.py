@@ -12,13 +12,9 @@ import os
 
 import cose
 import p256
+from gateway.keys import KEY_FILE, KeyProviderError
 
-KEY_FILE = "/state/device.key"
 _MAGIC = b"PGWK1"
-
-
-class KeyProviderError(Exception):
-    pass
 
 
 def _check(d):
