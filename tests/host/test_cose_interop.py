@@ -29,17 +29,8 @@ for sub in ("tests/lib", "lib"):
 import cose  # noqa: E402
 import p256  # noqa: E402
 import protocol_vectors as pv  # noqa: E402
+from protocol_vectors import Signer  # noqa: E402
 from trade import messages as m  # noqa: E402
-
-
-class Signer:
-    def __init__(self, d):
-        self.d = d
-        self.pub = p256.public_key(d)
-        self.kid = cose.device_id(*self.pub)
-
-    def sign_digest(self, digest):
-        return p256.sign_digest(self.d, digest)
 
 
 def pycose_key(pub, d=None):
@@ -173,3 +164,56 @@ def test_messages_signed_on_micropython_verify_with_pycose_and_cryptography():
         f = {"interval_min": 15, "import_wh": 100 + i, "export_wh": 7, "import_register_wh": 5000 + i,
              "export_register_wh": 9, "power_w": -i, "meter": b"MP-1"}
         assert m.sign(m.READING, 10 + i, 1750500000 + 900 * i, f, s.kid, s) == data
+
+
+MP_VERIFY = """
+import sys
+sys.path[:0] = [%r]
+import json
+from trade import messages as m
+cases = json.loads(%r)
+out = []
+for kid_hex, x, y, data_hex in cases:
+    kid = bytes.fromhex(kid_hex)
+    try:
+        msg = m.open_signed(bytes.fromhex(data_hex), {kid: (x, y)}.get)
+        out.append(["ok", msg.seq])
+    except m.ProtocolError as e:
+        out.append([e.reason, None])
+print(json.dumps(out))
+"""
+
+
+def test_lib_on_micropython_verifies_what_pycose_and_cryptography_sign():
+    cases, expect = [], []
+    for i in range(12):
+        priv = ec.generate_private_key(ec.SECP256R1())
+        nums = priv.private_numbers()
+        x, y = nums.public_numbers.x, nums.public_numbers.y
+        kid = cose.device_id(x, y)
+        payload = m.encode(m.ACK, 100 + i, 1750500000, {"device": kid, "acked_seq": i})
+        if i % 2:  # pycose builds the whole message
+            msg = Sign1Message(phdr={Algorithm: Es256, KID: kid}, payload=payload)
+            msg.key = pycose_key((x, y), nums.private_value)
+            data = msg.encode()
+        else:  # cryptography signs our Sig_structure; cbor2 frames it
+            protected = cbor2.dumps({1: -7, 4: kid})
+            tbs = cbor2.dumps(["Signature1", protected, b"", payload])
+            r, s = decode_dss_signature(priv.sign(tbs, ec.ECDSA(hashes.SHA256())))
+            data = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload,
+                                                  r.to_bytes(32, "big") + s.to_bytes(32, "big")]))
+        if i % 3 == 2:  # and some tampered with: one bit of the payload
+            bad = bytearray(data)
+            bad[len(bad) - 70] ^= 0x01
+            data = bytes(bad)
+            expect.append("signature")
+        else:
+            expect.append("ok")
+        cases.append([kid.hex(), x, y, data.hex()])
+    mp = os.path.join(os.path.dirname(sys.executable), "micropython")
+    code = MP_VERIFY % (os.path.join(ROOT, "lib"), json.dumps(cases))
+    out = subprocess.run([mp, "-X", "heapsize=160wK", "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert [g[0] for g in got] == expect, got
+    assert [g[1] for g in got if g[0] == "ok"] == [100 + i for i, e in enumerate(expect) if e == "ok"]

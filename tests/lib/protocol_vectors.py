@@ -17,10 +17,22 @@ BUYER_D = _key(b"pgw protocol test vector: buyer")
 HUB_D = _key(b"pgw protocol test vector: hub")
 
 
-def _kid(d):
-    import cose
+class Signer:
+    """A test key as a key provider: public key, kid, sign_digest()."""
 
-    return cose.device_id(*p256.public_key(d))
+    def __init__(self, d):
+        import cose
+
+        self.d = d
+        self.pub = p256.public_key(d)
+        self.kid = cose.device_id(*self.pub)
+
+    def sign_digest(self, digest):
+        return p256.sign_digest(self.d, digest)
+
+
+def _kid(d):
+    return Signer(d).kid
 
 
 def _sha(text):
@@ -84,23 +96,15 @@ def doc_vectors(path=None):
 
 
 def markdown():
-    import cose
-
     lines = []
     for name, mtype, signer, seq, ts, fields in VECTORS:
-        d = _KEYS[signer]
-        pub = p256.public_key(d)
-
-        class S:
-            def sign_digest(self, digest):
-                return p256.sign_digest(d, digest)
-
+        s = Signer(_KEYS[signer])
         payload = m.encode(mtype, seq, ts, fields)
-        signed = m.sign(mtype, seq, ts, fields, cose.device_id(*pub), S())
-        lines += ["```", "vector %s" % name, "key %s" % d.to_bytes(32, "big").hex(),
+        signed = m.sign(mtype, seq, ts, fields, s.kid, s)
+        lines += ["```", "vector %s" % name, "key %s" % s.d.to_bytes(32, "big").hex(),
                   "payload %s" % payload.hex(), "signed %s" % signed.hex(), "```",
                   "%d bytes signed (budget %d); signer: %s, kid %s." % (
-                      len(signed), m.BUDGET[mtype], signer, cose.device_id(*pub).hex()), ""]
+                      len(signed), m.BUDGET[mtype], signer, s.kid.hex()), ""]
     return "\n".join(lines)
 
 

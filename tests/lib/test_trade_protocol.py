@@ -10,20 +10,7 @@ import cose
 import p256
 from trade import messages as m
 from trade import replay, topics
-from protocol_vectors import DEVICE_D, HUB_D, VECTORS, doc_vectors
-
-# ---- keys ----
-
-
-class Signer:
-    def __init__(self, d):
-        self.d = d
-        self.pub = p256.public_key(d)
-        self.kid = cose.device_id(*self.pub)
-
-    def sign_digest(self, digest):
-        return p256.sign_digest(self.d, digest)
-
+from protocol_vectors import DEVICE_D, HUB_D, VECTORS, Signer, doc_vectors
 
 DEV = Signer(DEVICE_D)
 HUB = Signer(HUB_D)
@@ -138,6 +125,12 @@ def test_tampering_wrong_alg_and_wrong_kid_are_refused():
     assert raises(m.ProtocolError, m.open_signed, data, {}.get).reason == "kid"
     assert raises(m.ProtocolError, m.open_signed, cbor.dumps(cbor.Tag(98, [])), lookup).reason == "format"
     assert raises(m.ProtocolError, m.open_signed, b"\x00" * 600, lookup).reason == "size"
+    deep = b"\xd2\x84" + b"\x81" * 400 + b"\x00"  # nesting: refused by depth, not by the stack
+    e = raises(m.ProtocolError, m.open_signed, deep, lookup)
+    assert e.reason == "cbor" and "depth" in str(e), e
+    huge = b"\xd2\x84\x5a\xff\xff\xff\xff"  # a 4 GB byte string announced in 7 bytes
+    e = raises(m.ProtocolError, m.open_signed, huge, lookup)
+    assert e.reason == "cbor" and "truncated" in str(e), e
 
 
 def test_signature_values_out_of_range_are_refused():
