@@ -5,19 +5,24 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench fuzz venv clean
+.PHONY: test demo bench fuzz venv clean ensure-broker
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,sim]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,sim,broker]'
 	touch $@
 
-test: $(STAMP)
+# An MQTT broker for tests and the demo: as root on Debian (CI) this installs
+# Mosquitto with apt-get; elsewhere the embedded amqtt is used (docs/broker.md).
+ensure-broker: $(STAMP)
+	$(PY) -m host_tools.broker --ensure
+
+test: $(STAMP) ensure-broker
 	$(PY) -m pytest tests
 
-demo: $(STAMP)
+demo: $(STAMP) ensure-broker
 	$(PY) -m host_tools.demo
 
 bench: $(STAMP)

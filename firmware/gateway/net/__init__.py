@@ -1,0 +1,1 @@
+# The gateway's network side: WiFi (network.WLAN) and the MQTT link to the hub.
