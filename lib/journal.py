@@ -406,6 +406,7 @@ class Journal:
         if not isinstance(max_bytes, int) or max_bytes < 2 * segment_bytes:
             raise JournalError("config", "max_bytes must be at least 2 * segment_bytes")
         self.directory = directory.rstrip("/") or "/"
+        self._prefix = self.directory.rstrip("/") + "/"
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
         self.refuse_when_full = tuple(refuse_when_full)
@@ -416,7 +417,7 @@ class Journal:
     def _path(self, name):
         if not isinstance(name, str):
             name = "%016x%s" % (name, _SUFFIX)
-        return self.directory + "/" + name
+        return self._prefix + name
 
     def open(self):
         """Scan the directory, set torn tails aside, load the acknowledged
@@ -428,6 +429,7 @@ class Journal:
             pass  # there already; listdir says if it is not a directory
         names = os.listdir(self.directory)
         self._load_state(names)
+        before = self._state_bytes()
         self._bytes = 0
         self._pending = 0
         self._corrupt = 0
@@ -490,7 +492,6 @@ class Journal:
         self._newest = newest if newest >= 0 else None
         # acks of records that turned out unreadable are forgotten
         self._ahead = [a for a in ahead if a in held]
-        before = self._state_bytes()
         self._advance()
         if self._state_bytes() != before or self._state_from != _STATE:
             self._save_state()
@@ -695,8 +696,8 @@ class Journal:
             raise JournalError("size", "data must be bytes")
         data = bytes(data)
         n = len(data)
-        if not 1 <= n <= MAX_DATA or _HEADER + 6 + _vlen(n) + n > self.segment_bytes:
-            raise JournalError("size", "%d bytes of data, 1 to %d fit" % (n, min(MAX_DATA, self.segment_bytes - 9)))
+        if not 1 <= n <= self._max_data():
+            raise JournalError("size", "%d bytes of data, 1 to %d fit" % (n, self._max_data()))
         tail = self._tail
         ref = None
         if tail is not None and tail.last < self._done and tail.size >= self.segment_bytes >> 2:
@@ -733,8 +734,11 @@ class Journal:
         except OSError:
             if tail is not None:  # what reached the file is unknown: a new segment next time
                 tail.sealed = True
-                tail.size = os.stat(self._path(tail.base))[6]
                 self._tail = None
+                try:
+                    tail.size = os.stat(self._path(tail.base))[6]
+                except OSError:
+                    pass
             raise
         if tail is None:
             self._segments.append(seg)
@@ -752,6 +756,13 @@ class Journal:
             w.append([seq, data, 0 if ref is None else ref[2] + 1, False])
             if len(w) > _REFS:
                 w.pop(0)
+
+    def _max_data(self):
+        # the most data a record alone in a new segment holds
+        n = self.segment_bytes - _HEADER - 7
+        if n > 0x7F:
+            n -= 1  # its length takes two bytes
+        return n if n < MAX_DATA else MAX_DATA
 
     def _encode(self, seq, base, kind, data):
         # -> (record bytes, the window entry it refers to or None)
