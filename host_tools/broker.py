@@ -26,6 +26,7 @@ import argparse
 import atexit
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -590,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     tls_port = args.tls_port if args.tls_port is not None else (8883 if args.tls else 0)
+    # Ctrl-C must stop it even when started from a shell that ignores SIGINT
+    # for background jobs (the ignore would be inherited).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         broker = Broker(port=args.port, tls=args.tls or bool(tls_port), tls_port=tls_port,
                         kind=args.kind, workdir=args.dir)
