@@ -117,8 +117,13 @@ def openssl_sign_ms():
     return _best_mean_ms(lambda m: key.sign(m, algorithm), messages)
 
 
+def _lib_path():
+    if str(ROOT / "lib") not in sys.path:
+        sys.path.insert(0, str(ROOT / "lib"))
+
+
 def table_bytes():
-    sys.path.insert(0, str(ROOT / "lib"))
+    _lib_path()
     import p256
 
     return p256.TABLE_BYTES
@@ -130,13 +135,6 @@ READING = {"interval_min": 15, "import_wh": 60000, "export_wh": 60000, "import_r
            "export_register_wh": 4000000000, "power_w": -60000, "meter": b"12345678"}
 READING_SEQ = 4000000000
 READING_TS = 1750500000
-
-
-def _lib_path():
-    for sub in ("lib",):
-        p = str(ROOT / sub)
-        if p not in sys.path:
-            sys.path.insert(0, p)
 
 
 def signed_reading_bytes():

@@ -44,10 +44,9 @@ MANIFEST = "/deploy.json"
 SOURCE_FILES = ("boot.py", "main.py")  # run by name by the port's C code
 FILESYSTEM_ONLY = ("/boot.py", "/main.py", "/board.json")  # the rest may go to the ROM
 ROM_CHUNK = 4096
-VFSROM_HEADER = b"\xd2\xcd\x31"  # a ROMFS image starts so
 
-# Runs on the board: the ROM partition's size (0: none, or one this tool
-# cannot write), and the SHA-256 of its first N bytes.
+# Run on the board: the ROM partition's size (0: none, or one this tool
+# cannot write); then the SHA-256 of its first N bytes.
 _ROM_PROBE = """
 import vfs
 try:
@@ -203,7 +202,7 @@ def _rom_erase(transport, rom_size, length):
     return unit
 
 
-def _rom_write(transport, rom_size, image, out):
+def _rom_write(transport, rom_size, image):
     """Write a ROMFS image to the partition probed as _rom, then read it back."""
     unit = max(_rom_erase(transport, rom_size, len(image)), 1)
     step = -(-ROM_CHUNK // unit) * unit
@@ -226,6 +225,7 @@ def _rom_hash(transport, n):
 
 def deploy(port, board_name=None, force=False, reset=True, romfs=True,
            out=lambda line: print(line, flush=True)):
+    from mpremote.romfs import VfsRomWriter
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
 
@@ -278,11 +278,11 @@ def deploy(port, board_name=None, force=False, reset=True, romfs=True,
         rom_changed = False
         if image is not None:
             if force or _rom_hash(transport, len(image)) != hashlib.sha256(image).hexdigest():
-                _rom_write(transport, rom_size, image, out)
+                _rom_write(transport, rom_size, image)
                 rom_changed = True
             out(f"rom: image {len(image) / 1024:.1f} KB in the {rom_size // 1024} KB partition, "
                 f"{'written' if rom_changed else 'unchanged'}")
-        elif rom_size and transport.eval("bytes(_rom[:3])") == VFSROM_HEADER:
+        elif rom_size and transport.eval("bytes(_rom[:3])") == VfsRomWriter.ROMFS_HEADER:
             # Files mode on a board whose ROM holds an image, which would shadow them.
             _rom_erase(transport, rom_size, 16)
             transport.eval("rom_ioctl(5, 0)")

@@ -116,17 +116,13 @@ def verify1(data, lookup, external_aad=b""):
     kid, protected, payload, sig = decode1(data)
     pub = lookup(kid)
     if pub is None:
-        raise CoseError("kid", "unknown kid %s" % _hex(kid))
+        raise CoseError("kid", "unknown kid %s" % kid.hex())
     digest = hashlib.sha256(_to_be_signed(protected, payload, external_aad)).digest()
     try:
         p256.verify_digest(pub, digest, sig)
     except p256.SignatureError as e:
         raise CoseError("signature", e.reason)
     return kid, payload
-
-
-def _hex(b):
-    return "".join("%02x" % c for c in b)
 
 
 # ---- COSE_Key (EC2, P-256) ----

@@ -104,9 +104,9 @@ class App:
         import cose
 
         pub = key.public_key()
-        return table((("kid", "".join("%02x" % b for b in key.kid)),
+        return table((("kid", key.kid.hex()),
                       ("provider", key.describe()),
-                      ("cose_key", "".join("%02x" % b for b in cose.encode_key(*pub)))))
+                      ("cose_key", cose.encode_key(*pub).hex())))
 
     def cmd_meters(self, name=None, what=None, hours=None):
         if self.meters is None:

@@ -28,7 +28,7 @@ def _community(c):
 def kid_hex(kid):
     if not isinstance(kid, bytes) or len(kid) != 8:
         raise TopicError("kid must be 8 bytes")
-    return "".join("%02x" % b for b in kid)
+    return kid.hex()
 
 
 def device(community, kid, leaf):

@@ -47,12 +47,17 @@ class _Pipe:
     def read(self, n):
         if len(self.inbuf) - self.pos < n:
             raise _NeedData()
-        data = bytes(self.inbuf[self.pos:self.pos + n])
+        data = bytes(memoryview(self.inbuf)[self.pos:self.pos + n])  # one copy, not two
         self.pos += n
         return data
 
     def feed(self, data):
-        if self.pos:  # drop what was read, keeping the buffer small
+        # drop what was read, keeping the buffer small (bytearray has no del)
+        if self.pos == len(self.inbuf):
+            self.inbuf = bytearray(data)
+            self.pos = 0
+            return
+        if self.pos:
             self.inbuf = self.inbuf[self.pos:]
             self.pos = 0
         self.inbuf.extend(data)
