@@ -2,6 +2,7 @@
 #
 #   pgw/1/<community>/dev/<kid>/reading|order|witness   device -> hub
 #   pgw/1/<community>/dev/<kid>/key                     device's COSE_Key, retained
+#   pgw/1/<community>/dev/<kid>/status                  "online"/"offline" (last will), retained
 #   pgw/1/<community>/dev/<kid>/in                      hub -> that device (trade,
 #                                                       settlement, command, ack)
 #   pgw/1/<community>/hub/block|ota                     hub -> everyone
@@ -12,6 +13,7 @@
 
 PREFIX = "pgw/1/"
 DEVICE_OUT = ("reading", "order", "witness")
+DEVICE_OTHER = ("key", "in", "status")
 HUB_OUT = ("block", "ota")
 
 
@@ -33,7 +35,7 @@ def kid_hex(kid):
 
 def device(community, kid, leaf):
     """Topic of a device: leaf one of DEVICE_OUT, "key" or "in"."""
-    if leaf not in DEVICE_OUT and leaf not in ("key", "in"):
+    if leaf not in DEVICE_OUT and leaf not in DEVICE_OTHER:
         raise TopicError("no device topic %r" % (leaf,))
     return "%s%s/dev/%s/%s" % (PREFIX, _community(community), kid_hex(kid), leaf)
 
@@ -59,6 +61,6 @@ def parse(topic):
         if len(k) != 16 or any(ch not in "0123456789abcdef" for ch in k):
             raise TopicError("kid must be 16 lowercase hex digits: %r" % (k,))
         leaf = parts[5]
-        if leaf in DEVICE_OUT or leaf in ("key", "in"):
+        if leaf in DEVICE_OUT or leaf in DEVICE_OTHER:
             return community, bytes(int(k[i:i + 2], 16) for i in range(0, 16, 2)), leaf
     raise TopicError("unknown topic %r" % (topic,))
