@@ -95,12 +95,25 @@ def _sim(args):
     return run(args)
 
 
+def _hub_args(p):
+    from host_tools.hub.service import add_arguments
+
+    add_arguments(p)
+
+
+def _hub(args):
+    from host_tools.hub.service import run
+
+    return run(args)
+
+
 COMMANDS = {
     "vboard": (_vboard_args, _vboard, "run a virtual board: the firmware on MicroPython behind a pty"),
     "gpio": (_gpio_args, _gpio, "watch a virtual board's GPIO channel and set its inputs"),
     "deploy": (_deploy_args, _deploy, "compile firmware/ and lib/ to .mpy and copy them to a board"),
     "console": (_console_args, _console, "technician console on a board's USB serial"),
     "sim": (_sim_args, _sim, "meter simulators for tests and the demo: sim dlms | sim modbus"),
+    "hub": (_hub_args, _hub, "the neighbourhood hub: checks, stores and acknowledges the gateways' messages"),
 }
 
 

@@ -1,0 +1,131 @@
+"""COSE_Sign1 with ES256 (RFC 9052/9053) on cbor2 and cryptography: the
+hub's own signing key, and checking what the devices sign."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (decode_dss_signature, encode_dss_signature)
+
+MAX_MESSAGE = 512
+TAG_SIGN1 = 18
+
+
+class Rejected(ValueError):
+    """A message the hub refuses; reason is a short machine-readable word."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def kid_of(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    point = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return hashlib.sha256(point).digest()[:8]
+
+
+def encode_cose_key(public_key) -> bytes:
+    n = public_key.public_numbers()
+    kid = kid_of(public_key)
+    return cbor2.dumps({1: 2, 2: kid, 3: -7, -1: 1, -2: n.x.to_bytes(32, "big"), -3: n.y.to_bytes(32, "big")},
+                       canonical=True)
+
+
+def decode_cose_key(data: bytes):
+    """-> (kid, public key); the point must be on P-256 and the kid its hash."""
+    try:
+        k = cbor2.loads(data)
+        if not isinstance(k, Mapping):
+            raise Rejected("key", "not a map")
+        if k.get(1) != 2 or k.get(-1) != 1 or k.get(3, -7) != -7:
+            raise Rejected("key", "not an EC2 P-256 ES256 COSE_Key")
+        x, y = k[-2], k[-3]
+        pub = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"),
+                                            ec.SECP256R1()).public_key()
+    except Rejected:
+        raise
+    except Exception as e:  # cbor2 and cryptography raise many kinds
+        raise Rejected("key", f"{type(e).__name__}: {e}") from None
+    kid = kid_of(pub)
+    if k.get(2, kid) != kid:
+        raise Rejected("key", "kid does not match the key")
+    return kid, pub
+
+
+def _tbs(protected: bytes, payload: bytes) -> bytes:
+    return cbor2.dumps(["Signature1", protected, b"", payload])
+
+
+class HubKey:
+    """The hub's ES256 key, kept as PEM in the hub's state directory."""
+
+    def __init__(self, private_key):
+        self.private_key = private_key
+        self.public_key = private_key.public_key()
+        self.kid = kid_of(self.public_key)
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> "HubKey":
+        path = Path(path)
+        if path.exists():
+            return cls(serialization.load_pem_private_key(path.read_bytes(), None))
+        key = ec.generate_private_key(ec.SECP256R1())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        return cls(key)
+
+    def cose_key(self) -> bytes:
+        return encode_cose_key(self.public_key)
+
+    def sign1(self, payload: bytes) -> bytes:
+        protected = cbor2.dumps({1: -7, 4: self.kid}, canonical=True)
+        der = self.private_key.sign(_tbs(protected, payload), ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return cbor2.dumps(cbor2.CBORTag(TAG_SIGN1, [protected, {}, payload, sig]))
+
+
+def verify1(data: bytes, lookup):
+    """Check a COSE_Sign1 -> (kid, payload bytes). lookup(kid) -> public key or None."""
+    if len(data) > MAX_MESSAGE:
+        raise Rejected("size", f"{len(data)} bytes, at most {MAX_MESSAGE}")
+    try:
+        msg = cbor2.loads(data)
+    except Exception as e:
+        raise Rejected("cbor", f"{type(e).__name__}: {e}") from None
+    if not isinstance(msg, cbor2.CBORTag) or msg.tag != TAG_SIGN1:
+        raise Rejected("format", "not a tagged COSE_Sign1")
+    v = msg.value
+    if not isinstance(v, (list, tuple)) or len(v) != 4 or not all(isinstance(v[i], bytes) for i in (0, 2, 3)):
+        raise Rejected("format", "not a 4-element COSE_Sign1")
+    protected, unprotected, payload, sig = v
+    try:
+        prot = cbor2.loads(protected)
+    except Exception:
+        raise Rejected("cbor", "protected header") from None
+    if not isinstance(prot, Mapping) or prot.get(1) != -7 or not isinstance(unprotected, Mapping):
+        raise Rejected("alg", "not ES256 in the protected header")
+    kid = prot.get(4)
+    if not isinstance(kid, bytes):
+        raise Rejected("kid", "no kid in the protected header")
+    pub = lookup(kid)
+    if pub is None:
+        raise Rejected("unknown_key", kid.hex())
+    if len(sig) != 64:
+        raise Rejected("signature", "not 64 bytes")
+    der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+    try:
+        pub.verify(der, _tbs(protected, payload), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise Rejected("signature", "does not verify") from None
+    return kid, payload

@@ -1,0 +1,97 @@
+"""What the hub does with each message a device publishes: check it, store
+it once, acknowledge it (docs/protocol.md, "Delivery").
+
+Ingestion is idempotent on (device, seq): a message seen before is not
+stored again but is acknowledged again, because the device resends until
+an ACK reaches it. What fails a check is counted by reason and dropped
+without an answer."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import cbor2
+
+from host_tools.hub.cose_es256 import Rejected, decode_cose_key, verify1
+
+VERSION = 1
+READING, ORDER, WITNESS, ACK = 1, 2, 6, 8
+TOPIC_TYPES = {"reading": READING, "order": ORDER, "witness": WITNESS}
+MAX_SKEW_S = 300  # docs/protocol.md section 6
+
+
+def device_topic(community, kid, leaf):
+    return f"pgw/1/{community}/dev/{kid.hex()}/{leaf}"
+
+
+class Ingest:
+    """clock() -> the hub's unix time (a simulation may run it faster)."""
+
+    def __init__(self, store, key, community, clock=time.time):
+        self.store = store
+        self.key = key
+        self.community = community
+        self.clock = clock
+        self.counts = Counter()
+        self._keys = {}
+        for kid, cose_key, _ in store.devices():
+            self._keys[bytes(kid)] = decode_cose_key(bytes(cose_key))[1]
+
+    def register(self, cose_key: bytes, name=None) -> bytes:
+        kid, pub = decode_cose_key(cose_key)
+        self.store.add_device(kid, cose_key, name)
+        self._keys[kid] = pub
+        return kid
+
+    def subscriptions(self):
+        return [f"pgw/1/{self.community}/dev/+/{leaf}" for leaf in TOPIC_TYPES]
+
+    def handle(self, topic: str, payload: bytes):
+        """-> list of (topic, payload) to publish (the ACK), maybe empty."""
+        try:
+            return self._handle(topic, payload)
+        except Rejected as e:
+            self.counts["rejected_" + e.reason] += 1
+            return []
+
+    def _handle(self, topic, payload):
+        parts = topic.split("/")
+        if len(parts) != 6 or parts[:2] != ["pgw", "1"] or parts[2] != self.community or parts[3] != "dev":
+            raise Rejected("topic", topic)
+        want = TOPIC_TYPES.get(parts[5])
+        if want is None:
+            raise Rejected("topic", topic)
+        kid, body = verify1(payload, self._keys.get)
+        if kid.hex() != parts[4]:
+            raise Rejected("topic", "signed by %s, sent on %s's topic" % (kid.hex(), parts[4]))
+        try:
+            p = cbor2.loads(body)
+        except Exception:
+            raise Rejected("cbor", "payload") from None
+        if (not isinstance(p, (list, tuple)) or len(p) < 4 or p[0] != VERSION
+                or not all(type(x) is int and x >= 0 for x in p[1:4])):
+            raise Rejected("format", "not [version, type, seq, ts, ...]")
+        mtype, seq, ts = p[1], p[2], p[3]
+        if mtype != want:
+            raise Rejected("type", f"type {mtype} on the {parts[5]} topic")
+        now = self.clock()
+        if ts > now + MAX_SKEW_S:
+            raise Rejected("time", f"ts {ts} is ahead of the hub's {int(now)}")
+        if mtype != READING and ts < now - MAX_SKEW_S:
+            raise Rejected("time", f"ts {ts} is too old")  # a reading may come from a backlog
+        stored = self.store.insert_message(kid, seq, mtype, ts, payload, time.time())
+        if stored is True:
+            self.counts["accepted"] += 1
+        elif cbor2.loads(stored).value[2] == body:
+            # the same message; its signature may differ (a secure element's
+            # nonces are random), the content may not
+            self.counts["duplicate"] += 1
+        else:
+            # the same seq with other content: never ours to pick; no ACK
+            raise Rejected("conflict", f"{kid.hex()} seq {seq} was stored with other bytes")
+        return [(device_topic(self.community, kid, "in"), self.ack(kid, seq))]
+
+    def ack(self, kid, seq):
+        payload = cbor2.dumps([VERSION, ACK, self.store.next_seq(), int(self.clock()), kid, seq])
+        return self.key.sign1(payload)
