@@ -6,23 +6,11 @@ import sys
 import asyncio
 import machine
 
-from compat import heap_free_alloc32, print_exception, ticks_diff, ticks_ms
+from compat import heap_free_alloc32, print_exception
 from gateway import boot, usbconsole
+from gateway.monotonic import Monotonic
 from gateway.version import VERSION
 from techconsole import Arg, CommandTable, ConsoleError, table
-
-
-class Uptime:
-    # ticks_ms wraps after 12.4 days; a gateway runs for years.
-    def __init__(self, start):
-        self._last = start
-        self._ms = ticks_diff(ticks_ms(), start)
-
-    def seconds(self):
-        now = ticks_ms()
-        self._ms += ticks_diff(now, self._last)
-        self._last = now
-        return self._ms // 1000
 
 
 def _kb(nbytes):
@@ -45,7 +33,7 @@ class App:
     def __init__(self):
         self.config = boot.config
         self.board = boot.board
-        self.uptime = Uptime(boot.boot_ticks)
+        self.mono = Monotonic(boot.boot_ticks)
         self.crash = None
         self.crashed = asyncio.Event()
         self.commands = CommandTable()
@@ -61,7 +49,12 @@ class App:
         self.commands.add("identity", self.cmd_identity,
                           "the device's signing key: kid and public COSE_Key; provision: make it, once",
                           (Arg("what", "choice", choices=("provision",), optional=True),))
+        self.commands.add("net", self.cmd_net, "WiFi, MQTT, round trip, reconnects, uplink and NTP counters")
+        self.commands.add("journal", self.cmd_journal,
+                          "store-and-forward journal: depth, oldest unacknowledged, capacity")
         self.meters = None
+        self.hub = None
+        self.readings = None
         # The config is checked once per boot: give the schema modules' heap
         # back before the meter drivers load (a lower peak, less fragmentation).
         _drop_config_modules()
@@ -70,6 +63,32 @@ class App:
             from gateway.meters.service import MeterService
 
             self.meters = MeterService(self.config["meters"], self.board, usbconsole.say)
+        self.hub_problem = self._start_hub()
+
+    def _start_hub(self):
+        # -> why the gateway does not talk to a hub, or None when it does
+        cfg = self.config
+        if not cfg["mqtt"]["host"]:
+            return "mqtt.host not set"
+        if not cfg["hub"]["key"]:
+            return "hub.key not set"
+        from gateway import keys
+
+        try:
+            key = keys.load()
+        except keys.KeyProviderError as e:
+            return str(e)
+        if key is None:
+            return "no signing key: `identity provision` first"
+        from gateway.net.hub import HubLink
+
+        self.hub = HubLink(cfg, key, self.mono, usbconsole.say)
+        if self.meters is not None:
+            from gateway.readings import IntervalReadings
+
+            self.readings = IntervalReadings(self.meters, self.hub.clock, self.hub.uplink, self.mono,
+                                             cfg["interval_min"], usbconsole.say)
+        return None
 
     def heap_line(self):
         gc.collect()
@@ -82,13 +101,39 @@ class App:
             # where the code runs from: the ROM partition (in place) or .mpy files (in the heap)
             ("code", "rom partition" if globals().get("__file__", "").startswith("/rom/") else "files"),
             ("board", "%s (%s)" % (self.board.name, self.board.title)),
-            ("uptime", "%d s" % self.uptime.seconds()),
+            ("uptime", "%d s" % (self.mono.ms() // 1000)),
             ("heap", self.heap_line() + " (32-bit equivalent)"),
             ("boots", boot.record.boots),
             ("reset", boot.reset_cause_name()),
         ]
+        if self.hub is not None:
+            rows.append(("clock", self.hub.clock_line()))
         if boot.config_errors:
             rows.append(("config", "; ".join(boot.config_errors)))
+        return table(rows)
+
+    def _need_hub(self):
+        if self.hub is None:
+            raise ConsoleError("no hub link: %s" % self.hub_problem)
+        return self.hub
+
+    def cmd_net(self):
+        return table(self._need_hub().net_rows())
+
+    def cmd_journal(self):
+        st = self._need_hub().uplink.stats()
+        rows = [("depth", "%d unacknowledged" % st["records"]),
+                ("oldest", "-" if not st["records"] else "seq %d" % st["oldest"]),
+                ("newest", "-" if st["newest"] is None else "seq %d" % st["newest"]),
+                ("next seq", st["next_seq"]),
+                ("capacity", "%s used of %s, %d segments" % (_kb(st["bytes"]), _kb(st["capacity"]),
+                                                            st["segments"])),
+                ("sent", "%d published, %d acked" % (st["published"], st["acks"]))]
+        losses = ["%s %d" % (k, st[k]) for k in ("dropped", "refused", "corrupt", "lost", "torn") if st[k]]
+        rows.append(("losses", ", ".join(losses) or "none"))
+        if self.readings is not None:
+            rows.append(("readings", "%d intervals journaled, %d samples before the clock was set" % (
+                self.readings.signed, self.readings.unsynced)))
         return table(rows)
 
     def cmd_identity(self, what=None):
@@ -149,7 +194,7 @@ class App:
             led_on = not led_on
             if self.board.has("status_led"):
                 self.board.set_active("status_led", led_on)
-            usbconsole.say("hb up %ds heap %s" % (self.uptime.seconds(), self.heap_line()))
+            usbconsole.say("hb up %ds heap %s" % (self.mono.ms() // 1000, self.heap_line()))
             await asyncio.sleep(self.config["heartbeat_s"])
 
     async def healthy(self):
@@ -171,6 +216,8 @@ class App:
         asyncio.create_task(usbconsole.serve(self.commands))
         if self.meters is not None:
             self.meters.start()
+        if self.hub is not None:
+            self.hub.start()
         await self.crashed.wait()
         raise self.crash or RuntimeError("app task failed")
 

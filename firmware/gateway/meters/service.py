@@ -122,6 +122,7 @@ class MeterService:
         self.board = board
         self.log = log
         self.meters = []
+        self.on_reading = None  # on_reading(health, values) after each good reading
         self._lines = {}  # UART id -> Rs485Bus
         self._profiles = {}
         for cfg in meters:
@@ -267,7 +268,7 @@ class MeterService:
                         await asyncio.wait_for_ms(d.open(), budget)
                         opened = True
                     values = await asyncio.wait_for_ms(d.poll(), budget)
-                    h.reading(values)
+                    self._reading(h, values)
                     ok = True
                     break
                 except Exception as e:  # any failure: classified by _kind, counted, retried
@@ -278,9 +279,14 @@ class MeterService:
             wait = self._delay(h) - ticks_diff(ticks_ms(), started)
             await asyncio.sleep_ms(max(wait, _RETRY_PAUSE_MS))
 
+    def _reading(self, h, values):
+        h.reading(values)
+        if self.on_reading is not None:
+            self.on_reading(h, values)
+
     async def _listen(self, h):
         def on_reading(values):
-            h.reading(values)
+            self._reading(h, values)
             self._after_poll(h, True)
 
         while True:

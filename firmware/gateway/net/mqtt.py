@@ -122,8 +122,9 @@ class MqttLink:
     ca (PEM bytes for TLS), client_id, keepalive_s, ping_ms, dead_ms,
     backoff_ms, backoff_max_ms, will_topic. on_message(topic, payload)."""
 
-    def __init__(self, cfg, on_message, log=print, subscriptions=()):
+    def __init__(self, cfg, on_message, log=print, subscriptions=(), network_up=None):
         self.cfg = cfg
+        self.network_up = network_up  # an Event set while the network is up, or None
         self.on_message = on_message
         self.log = log
         self.subscriptions = list(subscriptions)
@@ -267,6 +268,8 @@ class MqttLink:
         last = ticks_ms()
         while True:
             await asyncio.sleep_ms(step)
+            if self.network_up is not None and not self.network_up.is_set():
+                raise MqttError("network down")
             now = ticks_ms()
             if self._ping_at is not None:
                 if ticks_diff(now, self._ping_at) >= cfg["dead_ms"]:
@@ -280,6 +283,9 @@ class MqttLink:
         cfg = self.cfg
         backoff = cfg["backoff_ms"]
         while not self._closing:
+            if self.network_up is not None and not self.network_up.is_set():
+                self.state = "no network"
+                await self.network_up.wait()
             self.state = "connecting"
             try:
                 reader = await self._connect()
