@@ -58,12 +58,19 @@ class App:
         # The config is checked once per boot: give the schema modules' heap
         # back before the meter drivers load (a lower peak, less fragmentation).
         _drop_config_modules()
+        # The hub link first: the signing key's 8 KB table wants one block
+        # of the heap while it is still in one piece.
+        self.hub_problem = self._start_hub()
         if self.config.get("meters"):
             # Imported only when configured: the service and its drivers cost heap.
             from gateway.meters.service import MeterService
 
             self.meters = MeterService(self.config["meters"], self.board, usbconsole.say)
-        self.hub_problem = self._start_hub()
+            if self.hub is not None:
+                from gateway.readings import IntervalReadings
+
+                self.readings = IntervalReadings(self.meters, self.hub.clock, self.hub.uplink, self.mono,
+                                                 self.config["interval_min"], usbconsole.say)
 
     def _start_hub(self):
         # -> why the gateway does not talk to a hub, or None when it does
@@ -83,11 +90,6 @@ class App:
         from gateway.net.hub import HubLink
 
         self.hub = HubLink(cfg, key, self.mono, usbconsole.say)
-        if self.meters is not None:
-            from gateway.readings import IntervalReadings
-
-            self.readings = IntervalReadings(self.meters, self.hub.clock, self.hub.uplink, self.mono,
-                                             cfg["interval_min"], usbconsole.say)
         return None
 
     def heap_line(self):

@@ -80,8 +80,10 @@ class Uplink:
         self._wake = asyncio.Event()
         self._sent_upto = None  # the highest seq published in this session
         self._session = -1
-        self._progress_ms = ticks_ms()
+        self._oldest = None  # the oldest unacknowledged seq, and since when it is
+        self._oldest_ms = ticks_ms()
         self.published = 0
+        self.resends = 0
         self.acks = 0
         self.duplicate_acks = 0
         self.rejected = 0
@@ -132,7 +134,6 @@ class Uplink:
         self.last_ack_ms = ticks_ms()
         if fresh:
             self.acks += 1
-            self._progress_ms = self.last_ack_ms
         else:
             self.duplicate_acks += 1
 
@@ -146,10 +147,9 @@ class Uplink:
                 # a new session: everything unacknowledged goes again, in order
                 self._session = self.link.connects
                 self._sent_upto = None
-            elif (self._sent_upto is not None and self.journal.stats()["records"]
-                  and ticks_diff(ticks_ms(), self._progress_ms) >= self.resend_ms):
-                self._sent_upto = None  # ACKs stopped coming: the hub may have lost them
-                self.log("uplink: no ACK for %d ms, sending the backlog again" % self.resend_ms)
+                self._oldest_ms = ticks_ms()
+            else:
+                self._check_oldest()
             self._wake.clear()
             await self._send_pending()
             try:
@@ -157,10 +157,26 @@ class Uplink:
             except asyncio.TimeoutError:
                 pass
 
+    def _check_oldest(self):
+        # The oldest unacknowledged message was sent and no ACK came for it
+        # in resend_ms (the hub was away, or its ACK was lost): everything
+        # from it goes again. ACKs of newer messages do not count: they
+        # prove the link, not that the old one arrived.
+        st = self.journal.stats()
+        now = ticks_ms()
+        if not st["records"] or st["oldest"] != self._oldest:
+            self._oldest = st["oldest"] if st["records"] else None
+            self._oldest_ms = now
+        elif (self._sent_upto is not None and self._sent_upto >= self._oldest
+              and ticks_diff(now, self._oldest_ms) >= self.resend_ms):
+            self._sent_upto = None
+            self._oldest_ms = now
+            self.resends += 1
+            self.log("uplink: no ACK for seq %d in %d ms, sending the backlog again" % (
+                self._oldest, self.resend_ms))
+
     async def _send_pending(self):
         newest = self.journal.stats()["newest"]
-        if self._sent_upto is None:
-            self._progress_ms = ticks_ms()
         for seq, kind, data in self.journal.pending(self._sent_upto):
             if newest is None or seq > newest:
                 break  # appended meanwhile: the next round takes it
@@ -180,6 +196,7 @@ class Uplink:
         st["acks"] = self.acks
         st["duplicate_acks"] = self.duplicate_acks
         st["rejected"] = self.rejected
+        st["resends"] = self.resends
         st["next_seq"] = self.seqs.next
         return st
 
