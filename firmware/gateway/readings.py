@@ -25,7 +25,6 @@ class IntervalReadings:
         self.signed = 0
         self.unsynced = 0  # samples dropped while the clock was unsynchronised
         self.errors = 0
-        self.last = {}  # meter name -> (ts, import_wh, export_wh) of its last READING
         meters.on_reading = self.on_reading
 
     def on_reading(self, h, values):
@@ -56,6 +55,5 @@ class IntervalReadings:
             self.log("readings: %s: interval ending %d not journaled: %s" % (h.name, r.ts, e))
             return
         self.signed += 1
-        self.last[h.name] = (r.ts, r.import_wh, r.export_wh)
         self.log("reading %s seq %d ts %d %d min +%d -%d Wh" % (h.name, seq, r.ts, r.interval_min,
                                                             r.import_wh, r.export_wh))

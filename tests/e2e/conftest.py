@@ -104,6 +104,18 @@ class Console(SerialExpect):
             self.buffer += self.port.read(4096).decode("utf-8", errors="replace")
 
 
+def wait_until(what, predicate, timeout=20.0, pause=0.1):
+    """Re-check `predicate` (a console query, a counter) until it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(pause)  # between queries only; the condition decides
+
+
 def details(con, name):
     """`meters NAME` as {key: text}."""
     answer = con.command("meters " + name, "protocol")

@@ -22,7 +22,7 @@ import pytest
 from pycose.keys import CoseKey
 from pycose.messages import Sign1Message
 
-from conftest import Console, run_tool
+from conftest import Console, run_tool, wait_until
 from host_tools.hub.service import HubService
 from host_tools.sim import dlms_meter as dm
 from host_tools.sim.household import UTC, Clock, Household
@@ -35,17 +35,6 @@ START = datetime.datetime(2025, 6, 21, 5, 0, 0, tzinfo=UTC)
 COMMUNITY = "e2e"
 EK = dm.DEFAULT_EK.hex().upper()
 AK = dm.DEFAULT_AK.hex().upper()
-
-
-def wait_until(what, predicate, timeout=60.0, pause=0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(pause)  # between looks at the hub's database; the condition decides
 
 
 def verify_with_pycose(data, cose_key):
@@ -135,7 +124,7 @@ def check_complete(rows, cose_key, hub):
 def test_every_interval_reaches_the_hub_once_in_order(rig):
     wait_until("six intervals of the meters with registers",
                lambda: all(len(v) >= 6 for v in readings(rig.hub, rig.kid).values())
-               and len(readings(rig.hub, rig.kid)) >= 2)
+               and len(readings(rig.hub, rig.kid)) >= 2, timeout=60)
     rows = readings(rig.hub, rig.kid)
     assert set(rows) == {"grid", "wallbox"}, rows.keys()
     check_complete(rows, rig.cose_key, rig.hub)
@@ -146,7 +135,8 @@ def test_every_interval_reaches_the_hub_once_in_order(rig):
 
 
 def test_broker_outage_then_everything_is_delivered(rig):
-    before = wait_until("a first reading", lambda: readings(rig.hub, rig.kid).get("grid") and readings(rig.hub, rig.kid))
+    before = wait_until("a first reading", lambda: readings(rig.hub, rig.kid).get("grid") and readings(rig.hub, rig.kid),
+                        timeout=60)
     mark = rig.con.mark()
     rig.broker.stop()
     t_stop = time.monotonic()

@@ -12,29 +12,16 @@ import datetime
 import json
 import re
 import socket
-import time
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import Console, details, errors, run_tool
+from conftest import Console, details, errors, run_tool, wait_until
 from host_tools.sim.household import UTC, Clock, Household
 from host_tools.sim.modbus_devices import ModbusSimulator
 from host_tools.vboard import VirtualBoardProcess
 
 NOW = datetime.datetime(2025, 6, 21, 10, 0, 7, tzinfo=UTC)
-
-
-def wait_until(what, predicate, timeout=20.0, pause=0.1):
-    """Re-check `predicate` (a console query, a counter) until it holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(pause)  # between queries only; the condition decides
 
 
 def value(rows, quantity):

@@ -2,27 +2,18 @@
 # clock (NTP, the hub's ACKs as cross-check and fallback) and the uplink
 # with its journal. Built from the config's wifi, mqtt, ntp and hub
 # sections; the app starts it when mqtt.host is set.
-import os
-
 import asyncio
 
 import cose
 from clocksync import Clock, ClockError
+from gateway.boot import STATE_DIR
 from gateway.net import ntp
 from gateway.net.mqtt import MqttLink
 from gateway.net.uplink import Uplink, open_journal
 from gateway.net.wifi import Wifi
 from trade import topics
 
-STATE = "/state"
 _NTP_RETRY_MS = 5000
-
-
-def _mkdir(path):
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass  # there already
 
 
 class HubLink:
@@ -50,16 +41,15 @@ class HubLink:
                               "will_topic": topics.device(self.community, key.kid, "status")},
                              None, log, network_up=self.wifi.up)
         hub_kid, hub_pub = cose.decode_key(config["hub"]["key"])
-        _mkdir(STATE)
-        self.journal = open_journal(STATE + "/journal", config["journal_kb"])
+        self.journal = open_journal(STATE_DIR + "/journal", config["journal_kb"])
         self.uplink = Uplink(key, (hub_pub[0], hub_pub[1], hub_kid), self.community, self.journal,
-                             STATE + "/seq", self.link, clock=self, log=log)
+                             STATE_DIR + "/seq", self.link, clock=self, log=log)
         self.ntp_ok = 0
         self.ntp_failures = 0
         self.ntp_error = ""
 
     # the uplink hands the ACKs' time to the clock through here
-    def ack_time(self, hub_ts, _ticks):
+    def ack_time(self, hub_ts):
         try:
             self.clock.ack_time(hub_ts, self.mono.ms())
         except ClockError:

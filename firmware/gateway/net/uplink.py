@@ -16,6 +16,7 @@ from journal import Journal, JournalError
 from trade import messages, topics
 
 _RESERVE = 64  # seqs reserved on flash at a time: one small write per 64 messages
+_TAG_SIGN1 = b"\xd2"  # CBOR tag 18, the first byte of every signed message
 _LEAF = {messages.READING: "reading", messages.ORDER: "order", messages.WITNESS: "witness"}
 
 
@@ -33,7 +34,6 @@ class SeqReservation:
         except (OSError, ValueError):
             pass  # no file yet, or a torn one: the journal's floor still holds
         self.next = max(bound, floor, 1)
-        self.bound = self.next
         self._reserve()
 
     def _reserve(self):
@@ -53,7 +53,8 @@ class SeqReservation:
 
 class Uplink:
     """key: the device's key provider (kid, sign_digest). hub_key: (x, y, kid)
-    of the hub. link: a gateway.net.mqtt.MqttLink (not yet running).
+    of the hub. link: a gateway.net.mqtt.MqttLink (not yet running). clock:
+    anything with ack_time(hub_ts), given the time of each verified ACK.
     on_inbound(message, raw): hub messages other than ACKs (TRADE,
     SETTLEMENT, COMMAND) and unsigned witness requests (message None)."""
 
@@ -61,7 +62,6 @@ class Uplink:
                  on_inbound=None, resend_ms=30000):
         self.key = key
         self.hub_x, self.hub_y, self.hub_kid = hub_key
-        self.community = community
         self.journal = journal
         self.link = link
         self.clock = clock
@@ -72,6 +72,7 @@ class Uplink:
         floor = max(st["newest"] or 0, st["acked"] or 0) + 1
         self.seqs = SeqReservation(seq_path, floor)
         self.in_topic = topics.device(community, key.kid, "in")
+        self._in_topic = self.in_topic.encode()  # as umqtt hands topics over
         self._topics = {}
         for kind, leaf in _LEAF.items():
             self._topics[kind] = topics.device(community, key.kid, leaf)
@@ -87,7 +88,6 @@ class Uplink:
         self.acks = 0
         self.duplicate_acks = 0
         self.rejected = 0
-        self.last_ack_ms = None
 
     def submit(self, mtype, ts, fields):
         """Journal a new message for the hub -> its seq. Raises JournalFull
@@ -105,14 +105,16 @@ class Uplink:
         return (self.hub_x, self.hub_y) if kid == self.hub_kid else None
 
     def _on_message(self, topic, payload):
-        if topic != self.in_topic.encode():
+        if topic != self._in_topic:
+            return
+        if payload[:1] != _TAG_SIGN1:
+            # not a COSE_Sign1: a witness request (lib/trade/witness.py checks it)
+            if self.on_inbound is not None:
+                self.on_inbound(None, payload)
             return
         try:
             m = messages.open_signed(payload, self._hub_lookup)
         except (messages.ProtocolError, cose.CoseError) as e:
-            if payload[:1] != b"\xd2" and self.on_inbound is not None:
-                self.on_inbound(None, payload)  # not a COSE_Sign1: a witness request, checked there
-                return
             self.rejected += 1
             self.log("uplink: refused a message from the hub: %s" % e)
             return
@@ -124,14 +126,13 @@ class Uplink:
             self.rejected += 1
             return
         if self.clock is not None:
-            self.clock.ack_time(m.ts, ticks_ms())
+            self.clock.ack_time(m.ts)
         try:
             fresh = self.journal.ack(m["acked_seq"])
         except JournalError as e:
             self.rejected += 1
             self.log("uplink: ACK %d: %s" % (m["acked_seq"], e))
             return
-        self.last_ack_ms = ticks_ms()
         if fresh:
             self.acks += 1
         else:
