@@ -88,6 +88,7 @@ class ConfigError(ValueError):
 _AZ = "abcdefghijklmnopqrstuvwxyz"
 _DIGITS = "0123456789"
 _WORD = _AZ + _DIGITS + "-"
+_NAME = _AZ + _DIGITS + "_"  # a meter name
 _HOST = _AZ + _AZ.upper() + _DIGITS + ".-_:"
 _TOPIC = _AZ + _AZ.upper() + _DIGITS + "_-/"
 _PATH = _AZ + _AZ.upper() + _DIGITS + "_.-/"
@@ -95,7 +96,7 @@ _HEX = _DIGITS + "abcdefABCDEF"
 _MAX_KEY = const(256)  # bytes of hub.key: a P-256 COSE_Key with a kid takes 87
 _MAX_SET_TEXT = const(600)  # longer console text is refused before it is parsed
 
-SECTIONS = ("wifi", "mqtt", "ntp", "hub", "tariff", "household")
+SECTIONS = ("wifi", "mqtt", "ntp", "hub", "tariff", "household", "control")
 
 # (path, kind, default, arg, summary). kind and arg:
 #   int    (lo, hi)
@@ -146,6 +147,11 @@ SCHEMA = (
     ("household.ev_departure", "hhmm", "", None, "when the EV leaves, local time"),
     ("household.ev_target_wh", "int", 0, (0, 200000), "energy the EV needs by then; 0: none"),
     ("household.reserve_pct", "int", 20, (0, 100), "battery share never traded"),
+    ("control.grid_meter", "text", "", (0, 16, _NAME, "[a-z0-9_]"), "meter at the grid connection; \"\": no control"),
+    ("control.battery_meter", "text", "", (0, 16, _NAME, "[a-z0-9_]"), "SunSpec hybrid inverter; \"\": no battery"),
+    ("control.ev_meter", "text", "", (0, 16, _NAME, "[a-z0-9_]"), "Modbus wallbox; \"\": the board's pilot"),
+    ("control.period_ms", "int", 2000, (500, 10000), "dispatcher step: targets into actions"),
+    ("control.manual_s", "int", 3600, (60, 86400), "how long a technician's setpoint holds"),
 )
 
 # Envelope fields that are not config: the departure comes from household.
@@ -371,6 +377,12 @@ def _check_rules(values, found):
         broken.append(("tariff.feed_in_price", "tariff.retail_price", "must be below"))
     if home["ev_target_wh"] and not home["ev_departure"]:
         broken.append(("household.ev_target_wh", "household.ev_departure", "needs"))
+    names = [m["name"] for m in values.get("meters") or ()]
+    for a in ("control.grid_meter", "control.battery_meter", "control.ev_meter"):
+        if _get(values, a) and _get(values, a) not in names:
+            found.append(("rule", a, "%s (%s) is not one of the meters (%s)" % (
+                a, _get(values, a), " ".join(names) or "none")))
+            _put(values, a, "")
     for a, b, verb in broken:
         found.append(("rule", a, "%s (%s) %s %s (%s)" % (
             a, _show(_row(a), _get(values, a)), verb, b, _show(_row(b), _get(values, b)))))

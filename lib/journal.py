@@ -875,6 +875,10 @@ class Journal:
                 if seq >= floor and seq >= self._done and seq not in self._ahead:
                     yield r
 
+    def depth(self):
+        """Records not yet acknowledged (stats() without its dict)."""
+        return self._pending
+
     def stats(self):
         """Depth, size and counters, for the console's `journal`."""
         self._check_open()

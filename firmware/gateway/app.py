@@ -29,6 +29,26 @@ def _drop_config_modules():
     gc.collect()
 
 
+_CMD_SEQ = boot.STATE_DIR + "/command.seq"  # the last accepted COMMAND's seq
+
+
+def _load_int(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _save_int(path, n):
+    tmp = path + ".new"
+    with open(tmp, "w") as f:
+        f.write("%d\n" % n)
+    import os
+
+    os.rename(tmp, path)
+
+
 class App:
     def __init__(self):
         self.config = boot.config
@@ -52,9 +72,28 @@ class App:
         self.commands.add("net", self.cmd_net, "WiFi, MQTT, round trip, reconnects, uplink and NTP counters")
         self.commands.add("journal", self.cmd_journal,
                           "store-and-forward journal: depth, oldest unacknowledged, capacity")
+        self.commands.add("relays", self.cmd_relays, "the battery and EV relays: state, why, switch counts, pins")
+        self.commands.add("ev", self.cmd_ev,
+                          "EV charging: pilot, current, target and its source; MA (0, 6000..32000) or auto: "
+                          "the technician's target (needs auth)", (Arg("target", optional=True, maxlen=8),))
+        self.commands.add("battery", self.cmd_battery,
+                          "battery: setpoint, target and its source, SoC; W (+ charge, - discharge) or auto: "
+                          "the technician's target (needs auth)", (Arg("target", optional=True, maxlen=8),))
+        self.commands.add("safe", self.cmd_safe, "hold the fail-safe (EV paused, battery idle, relays open); "
+                          "off: release it (needs auth)", (Arg("what", "choice", choices=("off",), optional=True),))
+        self.commands.add("auth", self.cmd_auth,
+                          "technician login: status, pin DIGITS, challenge, respond HEX, logout, setpin DIGITS",
+                          (Arg("what", "choice", choices=("status", "pin", "challenge", "respond", "logout",
+                                                          "setpin"), optional=True),
+                           Arg("arg", optional=True, maxlen=64)))
         self.meters = None
         self.hub = None
         self.readings = None
+        self.control = None
+        self.gate = None
+        self._said_ms = -1000
+        self._said = self._unsaid = 0
+        self.tech = None
         # The config is checked once per boot: give the schema modules' heap
         # back before the meter drivers load (a lower peak, less fragmentation).
         _drop_config_modules()
@@ -71,6 +110,14 @@ class App:
 
                 self.readings = IntervalReadings(self.meters, self.hub.clock, self.hub.uplink, self.mono,
                                                  self.config["interval_min"], usbconsole.say)
+        if self.config["control"]["grid_meter"]:
+            from gateway.control import Control
+
+            self.control = Control(self.config, self.board, self.meters, self.mono, usbconsole.say)
+            if self.hub is not None:
+                hub, offline_ms = self.hub, self.config["mqtt"]["hub_offline_s"] * 1000
+                self.control.hub_lost = lambda: hub.unreachable_ms() > offline_ms
+                self.control.clock_s = hub.now_s
 
     def _start_hub(self):
         # -> why the gateway does not talk to a hub, or None when it does
@@ -90,7 +137,50 @@ class App:
         from gateway.net.hub import HubLink
 
         self.hub = HubLink(cfg, key, self.mono, usbconsole.say)
+        self.hub.uplink.on_inbound = self.on_hub_message
+        from gateway.technician import Technician
+
+        self.tech = Technician(key.kid, self.mono, usbconsole.say)
         return None
+
+    def on_hub_message(self, msg, raw):
+        # Verified hub messages other than ACKs, and witness requests (msg None).
+        if msg is None or msg.type != 7:  # COMMAND
+            return
+        now_s = self.hub.now_s()
+        if self.control is None or now_s is None:
+            return  # no actuators, or no clock to check the window with: dropped
+        gate = self._gate()
+        from trade.commands import CommandRejected
+
+        try:
+            cmd = gate.admit(raw, now_s)
+        except CommandRejected as e:
+            self._say_some("command refused: %s" % e)
+            return
+        _save_int(_CMD_SEQ, gate.last_seq)  # before acting: a reboot never applies it twice
+        self.control.command(cmd)
+        self._say_some("command seq %d: %s %d" % (cmd.seq, cmd.kind, cmd.value))
+
+    def _say_some(self, line):
+        # 10 lines a second at most: a storm of commands must not flood the console
+        now = self.mono.ms()
+        if now - self._said_ms >= 1000:
+            self._said_ms, self._said = now, 0
+        self._said += 1
+        if self._said <= 10:
+            usbconsole.say(line + (" (%d lines not shown)" % self._unsaid if self._unsaid else ""))
+            self._unsaid = 0
+        else:
+            self._unsaid += 1
+
+    def _gate(self):
+        if self.gate is None:
+            from trade.commands import CommandGate
+
+            up = self.hub.uplink
+            self.gate = CommandGate(self.hub.key.kid, {up.hub_kid: (up.hub_x, up.hub_y)}, _load_int(_CMD_SEQ))
+        return self.gate
 
     def heap_line(self):
         gc.collect()
@@ -176,6 +266,67 @@ class App:
                 raise ConsoleError("profile %s: %s" % (name, e))
         return self.meters.details(h)
 
+    def _need_control(self):
+        if self.control is None:
+            raise ConsoleError("no control: control.grid_meter is not set")
+        return self.control
+
+    def _need_tech(self):
+        if self.tech is None:
+            raise ConsoleError("no technician login without a signing key and hub link")
+        return self.tech
+
+    def cmd_relays(self):
+        rows = list(self._need_control().relay_rows())
+        if self.gate is not None:
+            counts = self.gate.counts()
+            refused = ["%s %d" % (k, counts[k]) for k in sorted(counts) if k != "accepted" and counts[k]]
+            rows.append(("commands", "%d accepted, last seq %d; refused: %s" % (
+                counts["accepted"], self.gate.last_seq, ", ".join(refused) or "none")))
+        return table(rows)
+
+    def _manual(self, text, kind, lo, hi, what):
+        c = self._need_control()
+        if text is None:
+            return False
+        self._need_tech().require()
+        if text == "auto":
+            c.set_manual(kind, None)
+            usbconsole.say("technician: %s back to automatic" % what)
+            return True
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConsoleError("%s takes a whole number or auto, got %r" % (what, text))
+        if not lo <= value <= hi or (kind == "ev_ma" and 0 < value < 6000):
+            raise ConsoleError("%s must be %s, got %d" % (what, "0 or 6000..32000" if kind == "ev_ma"
+                                                           else "%d..%d" % (lo, hi), value))
+        c.set_manual(kind, value)
+        usbconsole.say("technician: %s target %d" % (what, value))
+        return True
+
+    def cmd_ev(self, target=None):
+        self._manual(target, "ev_ma", 0, 32000, "ev")
+        return table(self.control.ev_rows())
+
+    def cmd_battery(self, target=None):
+        self._manual(target, "battery_w", -50000, 50000, "battery")
+        return table(self.control.battery_rows())
+
+    def cmd_safe(self, what=None):
+        c = self._need_control()
+        if what == "off":
+            self._need_tech().require()
+            c.clear_safe()
+            usbconsole.say("technician: fail-safe released")
+            return "fail-safe released: the dispatcher decides again"
+        c.request_safe()  # going safe needs no login
+        usbconsole.say("console: fail-safe requested")
+        return "fail-safe held: EV paused, battery idle, relays open once their dwell allows"
+
+    def cmd_auth(self, what="status", arg=None):
+        return self._need_tech().cmd_auth(what, arg)
+
     def cmd_reboot(self, delay_ms=100):
         asyncio.create_task(self._reboot(delay_ms))
         return "rebooting in %d ms" % delay_ms
@@ -220,6 +371,8 @@ class App:
             self.meters.start()
         if self.hub is not None:
             self.hub.start()
+        if self.control is not None:
+            asyncio.create_task(self.control.run())
         await self.crashed.wait()
         raise self.crash or RuntimeError("app task failed")
 
@@ -235,7 +388,8 @@ def main():
               % boot.config["watchdog_ms"])
         raise
     except Exception as e:
+        boot.board.failsafe()  # relays open, pilot at no-charge, before anything else
         print_exception(e)
-        print("pgw: app crashed; REPL available (the watchdog will reset the board)")
+        print("pgw: app crashed; outputs in the fail-safe; REPL available (the watchdog will reset the board)")
     finally:
         asyncio.new_event_loop()

@@ -159,7 +159,7 @@ def test_app_crash_leaves_a_repl_and_repeated_crashes_end_in_safe_mode(deployed)
         mark = ch.mark()
         ch.power_cycle()
         con.expect("RuntimeError: injected fault")
-        con.expect("app crashed; REPL available")
+        con.expect("app crashed; outputs in the fail-safe; REPL available")
         con.expect(">>> ")
         con.send("print(6 * 7)\r")  # the REPL is usable after the crash
         con.expect("42")

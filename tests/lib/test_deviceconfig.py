@@ -25,6 +25,7 @@ DEFAULTS = {
     "hub": {"key": b""},
     "tariff": {"feed_in_price": 80000, "retail_price": 300000, "currency": "EUR"},
     "household": {"battery_capacity_wh": 0, "ev_departure": "", "ev_target_wh": 0, "reserve_pct": 20},
+    "control": {"grid_meter": "", "battery_meter": "", "ev_meter": "", "period_ms": 2000, "manual_s": 3600},
 }
 REASONS = ("object", "unknown", "type", "range", "format", "rule", "key", "limits", "meters", "read_only")
 
@@ -493,6 +494,17 @@ PUSH = {"name": "ci", "protocol": "dlms-push", "uart": 2, "baudrate": 115200, "f
 def meters_of(*meters):
     values, errors = validate({"meters": list(meters)})
     return values.get("meters"), errors
+
+
+def test_control_names_must_be_meters():
+    doc = {"meters": [{"name": "grid", "protocol": "modbus-tcp", "host": "h", "profile": "sdm630"}],
+           "control": {"grid_meter": "grid", "battery_meter": "inverter"}}
+    values, errors = validate(doc)
+    assert values["control"]["grid_meter"] == "grid", values["control"]
+    assert values["control"]["battery_meter"] == "", values["control"]
+    assert errors == ["control.battery_meter (inverter) is not one of the meters (grid)"], errors
+    values, errors = validate({"control": {"ev_meter": "Wall-box"}})
+    assert values["control"]["ev_meter"] == "" and len(errors) == 1 and "control.ev_meter" in errors[0], errors
 
 
 def test_no_meters_field_means_no_meters_value():

@@ -52,6 +52,9 @@ class Driver:
         self.requests = None  # per read, its pdu.Requests (built once)
         self.skip = None  # per read: an optional block this device lacks
         self.sunspec = None  # (base, [model ids]) after discovery
+        self.models = ()  # SunSpec (id, address, length) after discovery
+        self._storage = None  # model 124's registers, read at the first battery setpoint
+        self.lock = asyncio.Lock()  # polls and setpoint writes take turns on one TCP session
 
     def info(self):
         rows = [("device", "%s, profile %s" % (self.where, self.profile.name))]
@@ -105,6 +108,7 @@ class Driver:
         if d.error is not None:
             raise MeterError("sunspec", str(d.error))
         self.sunspec = (d.base, [m[0] for m in d.models])
+        self.models = d.models
         return d.models
 
     async def poll(self):
@@ -147,9 +151,53 @@ class Driver:
                 out.append(await self._rtu(req))
             return out
         out = []
-        for i in range(0, len(reqs), _MAX_PIPELINE):
-            out.extend(await self._tcp(reqs[i:i + _MAX_PIPELINE]))
+        async with self.lock:
+            for i in range(0, len(reqs), _MAX_PIPELINE):
+                out.extend(await self._tcp(reqs[i:i + _MAX_PIPELINE]))
         return out
+
+    # ---- setpoints (gateway.control) ----
+
+    async def _write(self, req):
+        if self.reads is None:
+            raise MeterError("init", "not connected yet")
+        res = (await self._exchange([req]))[0]
+        if isinstance(res, ModbusException):
+            raise _error(res)
+
+    def setpoint_max(self, quantity):
+        sp = self.profile.setpoints.get(quantity)
+        return None if sp is None else sp.max
+
+    async def write(self, quantity, value):
+        # A profile setpoint (meterprofile "setpoints"), in the quantity's
+        # unit; raises MeterError, or ProfileError for a value it refuses.
+        await self._write(self.profile.setpoint(quantity, value))
+
+    async def set_battery(self, battery_w):
+        # SunSpec model 124: + charge, - discharge, 0 idle.
+        from modbus.sunspec_storage import MODEL, StorageError, setpoint_writes
+
+        if self.reads is None:
+            raise MeterError("init", "not connected yet")
+        entry = None
+        for m in self.models:
+            if m[0] == MODEL:
+                entry = m
+        if entry is None:
+            raise MeterError("sunspec", "no storage model 124 on this device")
+        if self._storage is None:
+            res = (await self._exchange([read_holding_registers(entry[1], entry[2] + 2)]))[0]
+            if isinstance(res, ModbusException):
+                raise _error(res)
+            self._storage = res
+        try:
+            reqs = setpoint_writes(entry[1], self._storage, battery_w)
+        except StorageError as e:
+            self._storage = None  # read again next time
+            raise MeterError("sunspec", str(e))
+        for req in reqs:
+            await self._write(req)
 
     async def _rtu(self, req):
         s = self.session

@@ -58,6 +58,14 @@ class HubLink:
     def now_ms(self):
         return self.clock.now_ms(self.mono.ms())
 
+    def now_s(self):
+        ms = self.now_ms()
+        return None if ms is None else ms // 1000
+
+    def unreachable_ms(self):
+        # How long the hub has owed us an ACK, or the link has been down.
+        return self.uplink.unreachable_ms()
+
     async def _ntp(self):
         n = self.config["ntp"]
         if not n["host"]:

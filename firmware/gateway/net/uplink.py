@@ -83,6 +83,7 @@ class Uplink:
         self._session = -1
         self._oldest = None  # the oldest unacknowledged seq, and since when it is
         self._oldest_ms = ticks_ms()
+        self._reached = ticks_ms()  # the hub last verified as there: an ACK, or nothing owed
         self.published = 0
         self.resends = 0
         self.acks = 0
@@ -116,7 +117,10 @@ class Uplink:
             m = messages.open_signed(payload, self._hub_lookup)
         except (messages.ProtocolError, cose.CoseError) as e:
             self.rejected += 1
-            self.log("uplink: refused a message from the hub: %s" % e)
+            # the reasons lib/trade/commands.py gives, for one vocabulary in the log
+            why = getattr(e, "reason", "")
+            why = "unknown_key" if why == "kid" else "signature" if why == "signature" else "malformed"
+            self.log("uplink: refused a message from the hub: %s (%s)" % (why, e))
             return
         if m.type != messages.ACK:
             if self.on_inbound is not None:
@@ -125,6 +129,7 @@ class Uplink:
         if m["device"] != self.key.kid:
             self.rejected += 1
             return
+        self._reached = ticks_ms()
         if self.clock is not None:
             self.clock.ack_time(m.ts)
         try:
@@ -151,6 +156,8 @@ class Uplink:
                 self._oldest_ms = ticks_ms()
             else:
                 self._check_oldest()
+            if not self.journal.depth():
+                self._reached = ticks_ms()  # connected and nothing owed: as good as an ACK
             self._wake.clear()
             await self._send_pending()
             try:
@@ -190,6 +197,9 @@ class Uplink:
             self._sent_upto = seq
             self.published += 1
             await asyncio.sleep_ms(0)  # let the ACKs in between
+
+    def unreachable_ms(self):
+        return ticks_diff(ticks_ms(), self._reached)
 
     def stats(self):
         st = self.journal.stats()
