@@ -94,6 +94,7 @@ class App:
         self._said_ms = -1000
         self._said = self._unsaid = 0
         self.tech = None
+        self._kid = None
         # The config is checked once per boot: give the schema modules' heap
         # back before the meter drivers load (a lower peak, less fragmentation).
         _drop_config_modules()
@@ -138,9 +139,7 @@ class App:
 
         self.hub = HubLink(cfg, key, self.mono, usbconsole.say)
         self.hub.uplink.on_inbound = self.on_hub_message
-        from gateway.technician import Technician
-
-        self.tech = Technician(key.kid, self.mono, usbconsole.say)
+        self._kid = key.kid  # the technician's login is loaded at its first use, not at boot
         return None
 
     def on_hub_message(self, msg, raw):
@@ -273,7 +272,11 @@ class App:
 
     def _need_tech(self):
         if self.tech is None:
-            raise ConsoleError("no technician login without a signing key and hub link")
+            if self._kid is None:
+                raise ConsoleError("no technician login without a signing key and hub link")
+            from gateway.technician import Technician
+
+            self.tech = Technician(self._kid, self.mono, usbconsole.say)
         return self.tech
 
     def cmd_relays(self):
