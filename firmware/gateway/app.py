@@ -1,6 +1,7 @@
 # The gateway app: an asyncio loop with the watchdog, the heartbeat and
 # the technician console. Later capabilities add their tasks here.
 import gc
+import os
 import sys
 
 import asyncio
@@ -44,8 +45,6 @@ def _save_int(path, n):
     tmp = path + ".new"
     with open(tmp, "w") as f:
         f.write("%d\n" % n)
-    import os
-
     os.rename(tmp, path)
 
 

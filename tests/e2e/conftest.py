@@ -104,6 +104,18 @@ class Console(SerialExpect):
             self.buffer += self.port.read(4096).decode("utf-8", errors="replace")
 
 
+def deploy_and_enrol(vb, hub):
+    """Deploy the firmware, make the board's signing key and register it
+    with the hub -> (console, cose_key, kid)."""
+    mark = vb.channel.mark()
+    run_tool("pgw", "deploy", "--port", vb.link, timeout=120)
+    vb.channel.wait_kind("wdt", since=mark, timeout=20)
+    con = Console(vb.link)
+    answer = con.command("identity provision", "cose_key")
+    cose_key = bytes.fromhex(re.search(r"cose_key +([0-9a-f]+)", answer).group(1))
+    return con, cose_key, hub.ingest.register(cose_key)
+
+
 def wait_until(what, predicate, timeout=20.0, pause=0.1):
     """Re-check `predicate` (a console query, a counter) until it holds."""
     deadline = time.monotonic() + timeout

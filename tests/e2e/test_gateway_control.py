@@ -17,7 +17,7 @@ import cbor2
 import paho.mqtt.client as paho
 import pytest
 
-from conftest import Console, run_tool, wait_until
+from conftest import deploy_and_enrol, wait_until
 from host_tools.hub.cose_es256 import HubKey
 from host_tools.hub.service import HubService
 from host_tools.sim.household import UTC, Clock, Household
@@ -72,13 +72,7 @@ def rig(tmp_path_factory, broker):
     pub = Publisher(broker.port)
     with VirtualBoardProcess(tmp / "flash", tmp / "vb.tty") as vb:
         vb.channel.wait_kind("ready", timeout=20)
-        mark = vb.channel.mark()
-        run_tool("pgw", "deploy", "--port", vb.link, timeout=120)
-        vb.channel.wait_kind("wdt", since=mark, timeout=20)
-        con = Console(vb.link)
-        answer = con.command("identity provision", "cose_key")
-        cose_key = bytes.fromhex(re.search(r"cose_key +([0-9a-f]+)", answer).group(1))
-        kid = hub.ingest.register(cose_key)
+        con, cose_key, kid = deploy_and_enrol(vb, hub)
         config = {
             "community": COMMUNITY, "safe_mode_after": 100, "clock_rate": RATE,
             "mqtt": {"host": "127.0.0.1", "port": broker.port, "hub_offline_s": 600},

@@ -22,7 +22,7 @@ import pytest
 from pycose.keys import CoseKey
 from pycose.messages import Sign1Message
 
-from conftest import Console, run_tool, wait_until
+from conftest import deploy_and_enrol, wait_until
 from host_tools.hub.service import HubService
 from host_tools.sim import dlms_meter as dm
 from host_tools.sim.household import UTC, Clock, Household
@@ -58,15 +58,9 @@ def rig(tmp_path_factory, broker):
     assert hub.connected.wait(10)
     with VirtualBoardProcess(tmp / "flash", tmp / "vb.tty") as vb:
         vb.channel.wait_kind("ready", timeout=20)
-        mark = vb.channel.mark()
-        run_tool("pgw", "deploy", "--port", vb.link, timeout=120)
-        vb.channel.wait_kind("wdt", since=mark, timeout=20)
+        con, cose_key, kid = deploy_and_enrol(vb, hub)
         meter.sample()
         serial = dm.SerialServer(meter, f"{vb.link}.rs485").start()
-        con = Console(vb.link)
-        answer = con.command("identity provision", "cose_key")
-        cose_key = bytes.fromhex(re.search(r"cose_key +([0-9a-f]+)", answer).group(1))
-        kid = hub.ingest.register(cose_key)
         config = {
             "community": COMMUNITY, "interval_min": 15, "clock_rate": RATE,
             "safe_mode_after": 100,  # the SIGKILL test kills the app before it counts as healthy
