@@ -12,14 +12,14 @@
 from compat import const
 
 START = const(0x68)
-STOP = const(0x16)
-MAX_L = const(255)
+_STOP = const(0x16)
+_MAX_L = const(255)
 MAX_FRAME = const(261)  # 4 + 255 + 2
-MAX_SEGMENT = const(250)  # L 255 - C, A, CI - STSAP, DTSAP
-CI_FIN = const(0x10)
-CI_SEQ = const(0x0F)
-C_SND_UD = const(0x53)
-A_BROADCAST = const(0xFF)
+_MAX_SEGMENT = const(250)  # L 255 - C, A, CI - STSAP, DTSAP
+_CI_FIN = const(0x10)
+_CI_SEQ = const(0x0F)
+_C_SND_UD = const(0x53)
+_A_BROADCAST = const(0xFF)
 
 # framer scan outcomes (defined before use: MicroPython inlines private consts)
 _NEED = const(0)
@@ -87,7 +87,7 @@ class LongFrame:
 
 def encode(c, a, ci, data=b""):
     n = len(data) + 3
-    if n > MAX_L:
+    if n > _MAX_L:
         raise MbusError("data too long for one frame")
     out = bytearray(n + 6)
     out[0] = START
@@ -102,14 +102,14 @@ def encode(c, a, ci, data=b""):
     for i in range(4, 4 + n):
         cs += out[i]
     out[4 + n] = cs & 0xFF
-    out[5 + n] = STOP
+    out[5 + n] = _STOP
     return bytes(out)
 
 
-def segment(apdu, stsap=0x01, dtsap=0x67, c=C_SND_UD, a=A_BROADCAST, max_segment=MAX_SEGMENT):
+def segment(apdu, stsap=0x01, dtsap=0x67, c=_C_SND_UD, a=_A_BROADCAST, max_segment=_MAX_SEGMENT):
     # An APDU -> list of long frames (bytes), as a customer interface sends it.
     # STSAP 0x01 = management logical device, DTSAP 0x67 = push client 103.
-    if not 1 <= max_segment <= MAX_SEGMENT:
+    if not 1 <= max_segment <= _MAX_SEGMENT:
         raise MbusError("max_segment")
     frames = []
     n = len(apdu)
@@ -117,9 +117,9 @@ def segment(apdu, stsap=0x01, dtsap=0x67, c=C_SND_UD, a=A_BROADCAST, max_segment
     seq = 0
     while True:
         k = min(max_segment, n - off)
-        ci = seq & CI_SEQ
+        ci = seq & _CI_SEQ
         if off + k >= n:
-            ci |= CI_FIN
+            ci |= _CI_FIN
         frames.append(encode(c, a, ci, bytes([stsap, dtsap]) + bytes(apdu[off:off + k])))
         off += k
         seq += 1
@@ -139,7 +139,7 @@ def _scan(buf, r, n):
     end = r + ln + 6
     if n < end:
         return _NEED, r, None
-    if buf[end - 1] != STOP:
+    if buf[end - 1] != _STOP:
         return _ERROR, r + 1, FrameError("bad_stop")
     cs = 0
     for i in range(r + 4, end - 2):
@@ -306,7 +306,7 @@ class Reassembler:
         if len(data) < 2:
             self._fail(out, "truncated", None)
             return out
-        seq = ci & CI_SEQ
+        seq = ci & _CI_SEQ
         if self._next < 0 or seq != self._next:
             if seq != 0:
                 self._fail(out, "sequence", seq)
@@ -325,10 +325,10 @@ class Reassembler:
             return out
         self._mv[n:n + k] = memoryview(data)[2:]
         self._n = n + k
-        if ci & CI_FIN:
+        if ci & _CI_FIN:
             out.append(bytes(self._mv[0:n + k]))
             self.apdus += 1
             self.reset()
         else:
-            self._next = (seq + 1) & CI_SEQ
+            self._next = (seq + 1) & _CI_SEQ
         return out

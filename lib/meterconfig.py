@@ -6,7 +6,7 @@ from deviceconfig import Field
 
 
 MAX_METERS = 8
-MAX_REGISTERS = 32
+_MAX_REGISTERS = const(32)
 PROTOCOLS = ("modbus-rtu", "modbus-tcp", "dlms-hdlc", "dlms-tcp", "dlms-push")
 _RTU = const(1)
 _TCP = const(2)
@@ -49,7 +49,7 @@ METER_FIELDS = (
     ("ak", "hex", 16, _DLMS, None),
     ("system_title", "hex", 8, _DLMS, None),
     ("mode_e", "bool", None, _HDLC, False),
-    ("registers", "obis", MAX_REGISTERS, _PULL, None),
+    ("registers", "obis", _MAX_REGISTERS, _PULL, None),
     ("framing", "choice", ("mbus", "hdlc", "raw"), _PUSH, "hdlc"),
 )
 

@@ -20,9 +20,9 @@ AARQ = const(0x60)
 AARE = const(0x61)
 RLRQ = const(0x62)
 RLRE = const(0x63)
-INITIATE_REQUEST = const(0x01)
+_INITIATE_REQUEST = const(0x01)
 INITIATE_RESPONSE = const(0x08)
-GLO_INITIATE_REQUEST = const(0x21)
+_GLO_INITIATE_REQUEST = const(0x21)
 GLO_INITIATE_RESPONSE = const(0x28)
 CONFIRMED_SERVICE_ERROR = const(0x0E)
 
@@ -34,32 +34,32 @@ MECH_HLS_GMAC = const(5)
 
 ACCEPTED = const(0)
 REJECTED_PERMANENT = const(1)
-REJECTED_TRANSIENT = const(2)
-DIAG_AUTHENTICATION_FAILURE = const(13)
+_REJECTED_TRANSIENT = const(2)
+_DIAG_AUTHENTICATION_FAILURE = const(13)
 DIAG_AUTHENTICATION_REQUIRED = const(14)
 SOURCE_USER = const(1)
 SOURCE_PROVIDER = const(2)
 
 # conformance block bits (Green Book 9.4.6.1), as a 24-bit big-endian value
 CONF_GENERAL_PROTECTION = const(0x400000)
-CONF_GENERAL_BLOCK_TRANSFER = const(0x200000)
+_CONF_GENERAL_BLOCK_TRANSFER = const(0x200000)
 CONF_PRIORITY_MGMT = const(0x004000)
-CONF_ATTRIBUTE0_GET = const(0x002000)
+_CONF_ATTRIBUTE0_GET = const(0x002000)
 CONF_BLOCK_GET = const(0x001000)
 CONF_BLOCK_SET = const(0x000800)
-CONF_BLOCK_ACTION = const(0x000400)
+_CONF_BLOCK_ACTION = const(0x000400)
 CONF_MULTIPLE_REFERENCES = const(0x000200)
 CONF_DATA_NOTIFICATION = const(0x000080)
-CONF_ACCESS = const(0x000040)
+_CONF_ACCESS = const(0x000040)
 CONF_GET = const(0x000010)
 CONF_SET = const(0x000008)
 CONF_SELECTIVE_ACCESS = const(0x000004)
-CONF_EVENT_NOTIFICATION = const(0x000002)
+_CONF_EVENT_NOTIFICATION = const(0x000002)
 CONF_ACTION = const(0x000001)
 # GET, SET, ACTION, block-transfer-with-get, multiple-references, selective-access
 DEFAULT_CONFORMANCE = const(0x00121D)
 
-DLMS_VERSION = const(6)
+_DLMS_VERSION = const(6)
 VAA_LN = const(0x0007)
 
 _OID = b"\x60\x85\x74\x05\x08"  # 2.16.756.5.8
@@ -171,8 +171,8 @@ def _oid(kind, x):
 
 
 def initiate_request(conformance=DEFAULT_CONFORMANCE, max_pdu=0xFFFF, dedicated_key=None,
-                     version=DLMS_VERSION):
-    out = bytearray((INITIATE_REQUEST,))
+                     version=_DLMS_VERSION):
+    out = bytearray((_INITIATE_REQUEST,))
     if dedicated_key is None:
         out.append(0)
     else:

@@ -22,9 +22,9 @@ from compat import const
 from dlms import axdr
 from dlms.obis import Obis, ObisError
 
-GET_REQUEST = const(0xC0)
-SET_REQUEST = const(0xC1)
-ACTION_REQUEST = const(0xC3)
+_GET_REQUEST = const(0xC0)
+_SET_REQUEST = const(0xC1)
+_ACTION_REQUEST = const(0xC3)
 GET_RESPONSE = const(0xC4)
 SET_RESPONSE = const(0xC5)
 ACTION_RESPONSE = const(0xC7)
@@ -33,49 +33,49 @@ CONFIRMED_SERVICE_ERROR = const(0x0E)
 
 # request/response choices
 NORMAL = const(1)
-NEXT = const(2)  # get-request-next
+_NEXT = const(2)  # get-request-next
 DATABLOCK = const(2)  # get-response-with-datablock, set-request-with-first-datablock
 WITH_LIST = const(3)  # get-request/-response-with-list
-SET_WITH_DATABLOCK = const(3)
+_SET_WITH_DATABLOCK = const(3)
 SET_LAST_DATABLOCK = const(3)  # set-response-last-datablock
-SET_LAST_DATABLOCK_WITH_LIST = const(4)
-SET_WITH_LIST = const(5)  # set-response-with-list
-ACTION_WITH_PBLOCK = const(2)
-ACTION_WITH_LIST = const(3)
-ACTION_NEXT_PBLOCK = const(4)
+_SET_LAST_DATABLOCK_WITH_LIST = const(4)
+_SET_WITH_LIST = const(5)  # set-response-with-list
+_ACTION_WITH_PBLOCK = const(2)
+_ACTION_WITH_LIST = const(3)
+_ACTION_NEXT_PBLOCK = const(4)
 
 # invoke-id-and-priority: bits 0-3 invoke id, bit 6 confirmed, bit 7 high priority
-INVOKE_CONFIRMED = const(0x40)
-INVOKE_HIGH_PRIORITY = const(0x80)
-DEFAULT_INVOKE = const(0xC1)  # what gurux-dlms and dlms-cosem send: id 1, confirmed, high
+_INVOKE_CONFIRMED = const(0x40)
+_INVOKE_HIGH_PRIORITY = const(0x80)
+_DEFAULT_INVOKE = const(0xC1)  # what gurux-dlms and dlms-cosem send: id 1, confirmed, high
 
 # data-access-result (Blue Book 4.1.5)
 SUCCESS = const(0)
-HARDWARE_FAULT = const(1)
-TEMPORARY_FAILURE = const(2)
+_HARDWARE_FAULT = const(1)
+_TEMPORARY_FAILURE = const(2)
 READ_WRITE_DENIED = const(3)
-OBJECT_UNDEFINED = const(4)
-OBJECT_CLASS_INCONSISTENT = const(9)
+_OBJECT_UNDEFINED = const(4)
+_OBJECT_CLASS_INCONSISTENT = const(9)
 OBJECT_UNAVAILABLE = const(11)
 TYPE_UNMATCHED = const(12)
-SCOPE_OF_ACCESS_VIOLATED = const(13)
-DATA_BLOCK_UNAVAILABLE = const(14)
-LONG_GET_ABORTED = const(15)
-NO_LONG_GET_IN_PROGRESS = const(16)
-LONG_SET_ABORTED = const(17)
-NO_LONG_SET_IN_PROGRESS = const(18)
+_SCOPE_OF_ACCESS_VIOLATED = const(13)
+_DATA_BLOCK_UNAVAILABLE = const(14)
+_LONG_GET_ABORTED = const(15)
+_NO_LONG_GET_IN_PROGRESS = const(16)
+_LONG_SET_ABORTED = const(17)
+_NO_LONG_SET_IN_PROGRESS = const(18)
 DATA_BLOCK_NUMBER_INVALID = const(19)
-OTHER_REASON = const(250)
+_OTHER_REASON = const(250)
 
 # exception-response
-STATE_SERVICE_NOT_ALLOWED = const(1)
-STATE_SERVICE_UNKNOWN = const(2)
-SERVICE_OPERATION_NOT_POSSIBLE = const(1)
-SERVICE_NOT_SUPPORTED = const(2)
-SERVICE_OTHER_REASON = const(3)
-SERVICE_PDU_TOO_LONG = const(4)
-SERVICE_DECIPHERING_ERROR = const(5)
-SERVICE_INVOCATION_COUNTER_ERROR = const(6)
+_STATE_SERVICE_NOT_ALLOWED = const(1)
+_STATE_SERVICE_UNKNOWN = const(2)
+_SERVICE_OPERATION_NOT_POSSIBLE = const(1)
+_SERVICE_NOT_SUPPORTED = const(2)
+_SERVICE_OTHER_REASON = const(3)
+_SERVICE_PDU_TOO_LONG = const(4)
+_SERVICE_DECIPHERING_ERROR = const(5)
+_SERVICE_INVOCATION_COUNTER_ERROR = const(6)
 
 # Names of codes: in dlms.names, imported when asked for.
 
@@ -193,8 +193,8 @@ class ServiceException(DlmsError):
 
 
 def invoke_id_and_priority(invoke_id=1, high_priority=True, confirmed=True):
-    return ((invoke_id & 0x0F) | (INVOKE_CONFIRMED if confirmed else 0)
-            | (INVOKE_HIGH_PRIORITY if high_priority else 0))
+    return ((invoke_id & 0x0F) | (_INVOKE_CONFIRMED if confirmed else 0)
+            | (_INVOKE_HIGH_PRIORITY if high_priority else 0))
 
 
 def ln_bytes(obis):
@@ -245,22 +245,22 @@ def _octets(out, raw):
     out.extend(raw)
 
 
-def get_request(class_id, obis, attr, access=None, invoke=DEFAULT_INVOKE):
-    out = _head(GET_REQUEST, NORMAL, invoke)
+def get_request(class_id, obis, attr, access=None, invoke=_DEFAULT_INVOKE):
+    out = _head(_GET_REQUEST, NORMAL, invoke)
     _descriptor(out, class_id, obis, attr)
     _access(out, access)
     return bytes(out)
 
 
-def get_request_next(block, invoke=DEFAULT_INVOKE):
-    out = _head(GET_REQUEST, NEXT, invoke)
+def get_request_next(block, invoke=_DEFAULT_INVOKE):
+    out = _head(_GET_REQUEST, _NEXT, invoke)
     out.extend(struct.pack(">I", block & 0xFFFFFFFF))
     return bytes(out)
 
 
-def get_request_with_list(items, invoke=DEFAULT_INVOKE):
+def get_request_with_list(items, invoke=_DEFAULT_INVOKE):
     # items: (class_id, obis, attr) or (class_id, obis, attr, access)
-    out = _head(GET_REQUEST, WITH_LIST, invoke)
+    out = _head(_GET_REQUEST, WITH_LIST, invoke)
     axdr.put_length(out, len(items))
     for it in items:
         _descriptor(out, it[0], it[1], it[2])
@@ -268,18 +268,18 @@ def get_request_with_list(items, invoke=DEFAULT_INVOKE):
     return bytes(out)
 
 
-def set_request(class_id, obis, attr, data, access=None, invoke=DEFAULT_INVOKE):
+def set_request(class_id, obis, attr, data, access=None, invoke=_DEFAULT_INVOKE):
     # data: the new value, A-XDR encoded (axdr.encode(...))
-    out = _head(SET_REQUEST, NORMAL, invoke)
+    out = _head(_SET_REQUEST, NORMAL, invoke)
     _descriptor(out, class_id, obis, attr)
     _access(out, access)
     out.extend(data)
     return bytes(out)
 
 
-def set_request_first_block(class_id, obis, attr, raw, last, access=None, invoke=DEFAULT_INVOKE):
+def set_request_first_block(class_id, obis, attr, raw, last, access=None, invoke=_DEFAULT_INVOKE):
     # set-request-with-first-datablock: raw is the first part of the encoded value
-    out = _head(SET_REQUEST, DATABLOCK, invoke)
+    out = _head(_SET_REQUEST, DATABLOCK, invoke)
     _descriptor(out, class_id, obis, attr)
     _access(out, access)
     out.append(1 if last else 0)
@@ -288,18 +288,18 @@ def set_request_first_block(class_id, obis, attr, raw, last, access=None, invoke
     return bytes(out)
 
 
-def set_request_block(raw, last, block, invoke=DEFAULT_INVOKE):
+def set_request_block(raw, last, block, invoke=_DEFAULT_INVOKE):
     # set-request-with-datablock: the following parts, block numbers from 2
-    out = _head(SET_REQUEST, SET_WITH_DATABLOCK, invoke)
+    out = _head(_SET_REQUEST, _SET_WITH_DATABLOCK, invoke)
     out.append(1 if last else 0)
     out.extend(struct.pack(">I", block & 0xFFFFFFFF))
     _octets(out, raw)
     return bytes(out)
 
 
-def action_request(class_id, obis, method, params=None, invoke=DEFAULT_INVOKE):
+def action_request(class_id, obis, method, params=None, invoke=_DEFAULT_INVOKE):
     # params: method-invocation-parameters, A-XDR encoded, or None
-    out = _head(ACTION_REQUEST, NORMAL, invoke)
+    out = _head(_ACTION_REQUEST, NORMAL, invoke)
     _descriptor(out, class_id, obis, method)
     if params is None:
         out.append(0)
@@ -451,10 +451,10 @@ def _set_response(b, n, values):
         r.result = b[3]
         r.block = _u32(b, 4, n)
         p = 8
-    elif kind == SET_LAST_DATABLOCK_WITH_LIST or kind == SET_WITH_LIST:
+    elif kind == _SET_LAST_DATABLOCK_WITH_LIST or kind == _SET_WITH_LIST:
         res, p = _results(b, 3, n)
         r.items = [(x, None) for x in res]
-        if kind == SET_LAST_DATABLOCK_WITH_LIST:
+        if kind == _SET_LAST_DATABLOCK_WITH_LIST:
             r.block = _u32(b, p, n)
             p += 4
     else:
@@ -486,14 +486,14 @@ def _action_response(b, n, values):
     kind = r.kind
     if kind == NORMAL:
         p = _action_result(r, b, 3, n, values)
-    elif kind == ACTION_WITH_PBLOCK:
+    elif kind == _ACTION_WITH_PBLOCK:
         _need(n, 8)
         r.last = b[3] != 0
         r.block = _u32(b, 4, n)
         ln, p = _length(b, 8, n)
         r.raw = memoryview(b)[p:p + ln]
         p += ln
-    elif kind == ACTION_WITH_LIST:
+    elif kind == _ACTION_WITH_LIST:
         cnt, p = _length(b, 3, n)
         items = []
         for _ in range(cnt):
@@ -501,7 +501,7 @@ def _action_response(b, n, values):
             p = _action_result(it, b, p, n, True)
             items.append((it.result, it.value))
         r.items = items
-    elif kind == ACTION_NEXT_PBLOCK:
+    elif kind == _ACTION_NEXT_PBLOCK:
         r.block = _u32(b, 3, n)
         p = 7
     else:
@@ -513,7 +513,7 @@ def _action_response(b, n, values):
 def _exception_response(b, n, values):
     _need(n, 3)
     ic = None
-    if b[2] == SERVICE_INVOCATION_COUNTER_ERROR and n >= 7:
+    if b[2] == _SERVICE_INVOCATION_COUNTER_ERROR and n >= 7:
         ic = _u32(b, 3, n)
     return ServiceException(EXCEPTION_RESPONSE, b[1], b[2], ic)
 

@@ -46,10 +46,10 @@ MAX_DEPTH = const(16)  # nested containers; a profile row is 2-3 deep
 NOT_SPECIFIED = const(0xFF)
 YEAR_NOT_SPECIFIED = const(0xFFFF)
 # clock status bits (Blue Book 4.1.6.1)
-STATUS_INVALID = const(0x01)
-STATUS_DOUBTFUL = const(0x02)
-STATUS_DIFFERENT_BASE = const(0x04)
-STATUS_INVALID_STATUS = const(0x08)
+_STATUS_INVALID = const(0x01)
+_STATUS_DOUBTFUL = const(0x02)
+_STATUS_DIFFERENT_BASE = const(0x04)
+_STATUS_INVALID_STATUS = const(0x08)
 STATUS_DST = const(0x80)
 
 

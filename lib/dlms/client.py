@@ -46,22 +46,21 @@
 #   wh, unit = await line.run(c.read_register("1-0:1.8.0"))
 #   n = await line.run(c.read_profile("1-0:99.1.0", t0, t1, on_row=journal.add))
 #   await line.run(c.release()); await line.close()
+#
+# dlms.security (and AES-GCM) loads only with a SecurityContext: a meter
+# without ciphering never pays its heap. The wrapper transport is in
+# dlms.wrapper_transport, also reachable here as WrapperTransport.
 import os
 
-from compat import const, ticks_add, ticks_diff
+from compat import const
 
-import aesgcm
-from dlms import acse, apdu, axdr, cosem, security
+from dlms import acse, apdu, axdr, cosem
 from dlms.acse import AssociationError
 from dlms.apdu import (AccessError, ApduError, BlockTransferError, DlmsError, Response,
                        ServiceException)
 from dlms.obis import Obis
 
-LLC_REQUEST = b"\xe6\xe6\x00"
-LLC_RESPONSE = b"\xe6\xe7\x00"
-
-ASSOCIATION_LN_CLASS = const(15)
-ASSOCIATION_LN = b"\x00\x00\x28\x00\x00\xff"  # 0-0:40.0.0.255, the current association
+_ASSOCIATION_LN_CLASS = const(15)
 _REPLY_TO_HLS = const(1)  # method 1: reply_to_HLS_authentication
 
 CIPHER_GLO = const(0)  # service-specific glo-ciphering (C8, CB, ...)
@@ -72,7 +71,6 @@ _WAIT_OPEN = const(1)
 _WAIT_RESPONSE = const(2)
 _WAIT_CLOSE = const(3)
 _MAX_CACHE = const(32)
-_WRAPPER_MAX_LEN = const(2048)  # wrapper.MAX_APDU_LEN
 _CIPHER_OVERHEAD = const(32)  # tag, length, SC, IC, GCM tag, general header
 _PIECE = const(96)  # octets fed to an ArrayStream at a time
 
@@ -168,7 +166,7 @@ class HdlcTransport(_Transport):
         self._n = 0
         self._over = False
         info = bytearray(len(apdu) + 3)
-        info[0:3] = LLC_REQUEST
+        info[0] = info[1] = 0xE6  # E6 E6 00
         info[3:] = apdu
         from dlms import hdlc  # loaded with the link: a dict lookup
         try:
@@ -236,56 +234,13 @@ class HdlcTransport(_Transport):
                     self._fail(ev.reason, ev.detail)
 
 
-class WrapperTransport(_Transport):
-    # APDUs in IEC 62056-47 wrapper frames over a TCP connection the adapter
-    # owns (open/close only start and end the wait). client/server: wPorts.
-    # wrapper is imported on use: an HDLC-only gateway never loads it.
-    def __init__(self, client=0x10, server=1, max_len=_WRAPPER_MAX_LEN,
-                 response_timeout_ms=10000):
-        from dlms import wrapper
-        super().__init__()
-        self.client = client
-        self.server = server
-        self.framer = wrapper.Framer(max_len, server, client)
-        self.response_timeout_ms = response_timeout_ms
-        self._deadline = None
-        self._armed = False
+def __getattr__(name):
+    # WrapperTransport (IEC 62056-47 over TCP) loads on first use
+    if name != "WrapperTransport":
+        raise AttributeError(name)
+    from dlms.wrapper_transport import WrapperTransport
 
-    def open(self, now_ms=None):
-        self.framer.reset()
-        self._start(_WAIT_NONE)
-        return []
-
-    def close(self, now_ms=None):
-        self._start(_WAIT_NONE)
-        return []
-
-    def send(self, apdu, now_ms=None):
-        self._start(_WAIT_RESPONSE)
-        self._armed = True
-        self._deadline = None if now_ms is None else ticks_add(now_ms, self.response_timeout_ms)
-        from dlms import wrapper
-        return [wrapper.encode(self.client, self.server, apdu)]
-
-    def receive_data(self, data, now_ms=None):
-        from dlms import wrapper
-        for item in self.framer.feed(data):
-            if isinstance(item, wrapper.WrapperError):
-                self.errors += 1
-                self._fail("wrapper", item.reason)
-            elif self._wait == _WAIT_RESPONSE:
-                self._done(item.apdu)
-            else:
-                self.stray += 1
-        return []
-
-    def tick(self, now_ms):
-        if self._wait == _WAIT_RESPONSE and self._armed:
-            if self._deadline is None:
-                self._deadline = ticks_add(now_ms, self.response_timeout_ms)
-            elif ticks_diff(now_ms, self._deadline) >= 0:
-                self._fail("timeout")
-        return []
+    return WrapperTransport
 
 
 def run(conversation, exchange):
@@ -359,30 +314,27 @@ class Client:
         if not self.associated:
             raise AssociationError("not_associated")
 
-    def _protect(self, plain):
+    def _protect(self, plain, init=False):
+        # init: an InitiateRequest goes glo-ciphered (0x21), whatever the services use
         if not self.ciphered:
             return plain
-        ded = self._dedicated
-        try:
-            return self.security.protect(self.security_control, plain,
-                                         general=ded or self.ciphering == CIPHER_GENERAL,
-                                         dedicated=ded)
-        except security.SecurityError as e:
-            raise CipheringError("security", e)
+        from dlms import security  # loaded with the SecurityContext: a lookup
 
-    def _protect_initiate(self, init):
-        # glo-initiate-request (0x21), whatever the ciphering of the services
+        ded = self._dedicated and not init
+        general = not init and (ded or self.ciphering == CIPHER_GENERAL)
         try:
-            return self.security.protect(self.security_control, init)
+            return self.security.protect(self.security_control, plain, general, ded)
         except security.SecurityError as e:
             raise CipheringError("security", e)
 
     def _unprotect(self, data):
+        from dlms import security
+
         try:
             u = self.security.unprotect(data, self.server_title)
         except security.InvocationCounterError as e:
             raise CipheringError("replay", e)
-        except aesgcm.AuthenticationError as e:
+        except security.AuthenticationError as e:
             raise CipheringError("authentication", e)
         except security.SecurityError as e:
             raise CipheringError("security", e)
@@ -395,13 +347,22 @@ class Client:
         if not len(resp):
             raise ApduError("empty")
         tag = resp[0]
-        if security.is_ciphered(tag):
-            if not self.ciphered:
-                raise CipheringError("policy", "ciphered APDU outside a ciphered association")
-            resp = self._unprotect(resp)
-        elif self.ciphered and tag != apdu.EXCEPTION_RESPONSE and tag != apdu.CONFIRMED_SERVICE_ERROR:
-            raise CipheringError("policy", "plain APDU 0x%02x in a ciphered association" % tag)
-        r = apdu.decode(resp, values)
+        if self.ciphered:
+            from dlms import security
+
+            if security.is_ciphered(tag):
+                resp = self._unprotect(resp)
+            elif tag != apdu.EXCEPTION_RESPONSE and tag != apdu.CONFIRMED_SERVICE_ERROR:
+                raise CipheringError("policy", "plain APDU 0x%02x in a ciphered association" % tag)
+        try:
+            r = apdu.decode(resp, values)
+        except ApduError as e:
+            if e.reason == "unknown_tag" and not self.ciphered:
+                from dlms import security  # only to name the refusal
+
+                if security.is_ciphered(tag):
+                    raise CipheringError("policy", "ciphered APDU outside a ciphered association")
+            raise
         if isinstance(r, ServiceException):
             raise r
         return r
@@ -433,7 +394,7 @@ class Client:
         ded = sec.dedicated_key if self.ciphered else None
         init = acse.initiate_request(self.conformance, self.max_pdu, ded)
         if self.ciphered:
-            init = self._protect_initiate(init)
+            init = self._protect(init, True)
         title = sec.system_title if (self.ciphered or mech == acse.MECH_HLS_GMAC) else None
         resp = yield acse.aarq(init, mech, auth, title, self.ciphered)
         a = apdu.decode(resp)
@@ -473,6 +434,8 @@ class Client:
         self.vaa_name = ir.vaa_name
         self._dedicated = ded is not None
         if mech == acse.MECH_HLS_GMAC:
+            from dlms import security
+
             if not a.challenge:
                 raise AssociationError("protocol", "no StoC challenge")
             try:
@@ -483,7 +446,9 @@ class Client:
             ostr = bytearray((axdr.OCTET_STRING,))  # by hand: the encoder loads only for SET
             axdr.put_length(ostr, len(f))
             ostr.extend(f)
-            req = apdu.action_request(ASSOCIATION_LN_CLASS, ASSOCIATION_LN, _REPLY_TO_HLS, bytes(ostr), inv)
+            # the current association: 0-0:40.0.0.255
+            req = apdu.action_request(_ASSOCIATION_LN_CLASS, b"\x00\x00\x28\x00\x00\xff", _REPLY_TO_HLS,
+                                      bytes(ostr), inv)
             r = yield from self._call(req, apdu.ACTION_RESPONSE, inv)
             if r.result != apdu.SUCCESS:
                 raise AssociationError("authentication", "meter refused f(StoC): %s"
@@ -492,7 +457,7 @@ class Client:
                 raise AssociationError("authentication", "no f(CtoS)")
             try:
                 sec.verify_hls_gmac(r.value, ctos, self.server_title)
-            except (security.SecurityError, aesgcm.AuthenticationError) as e:
+            except (security.SecurityError, security.AuthenticationError) as e:
                 raise AssociationError("authentication", "meter's f(CtoS): %s" % e)
         self.associated = True
         return ir
@@ -501,7 +466,7 @@ class Client:
         # RLRQ -> RLRE; -> the release reason
         ui = None
         if self.ciphered and self.associated and self.release_user_information:
-            ui = self._protect_initiate(acse.initiate_request(self.conformance, self.max_pdu))
+            ui = self._protect(acse.initiate_request(self.conformance, self.max_pdu), True)
         self.associated = False
         resp = yield acse.rlrq(acse.RELEASE_NORMAL, ui)
         r = apdu.decode(resp)

@@ -20,45 +20,45 @@ PROFILE_GENERIC = const(7)
 CLOCK = const(8)
 DISCONNECT_CONTROL = const(70)
 
-LOGICAL_NAME = const(1)  # attribute 1 of every class
+_LOGICAL_NAME = const(1)  # attribute 1 of every class
 # Data (1, version 0)
-DATA_VALUE = const(2)
+_DATA_VALUE = const(2)
 # Register (3, version 0)
 REGISTER_VALUE = const(2)
 REGISTER_SCALER_UNIT = const(3)
 # Extended register (4, version 0): value 2, scaler_unit 3 as Register
-EXTENDED_STATUS = const(4)
-EXTENDED_CAPTURE_TIME = const(5)
+_EXTENDED_STATUS = const(4)
+_EXTENDED_CAPTURE_TIME = const(5)
 # Demand register (5, version 0)
-DEMAND_CURRENT_AVERAGE = const(2)
-DEMAND_LAST_AVERAGE = const(3)
+_DEMAND_CURRENT_AVERAGE = const(2)
+_DEMAND_LAST_AVERAGE = const(3)
 DEMAND_SCALER_UNIT = const(4)
-DEMAND_STATUS = const(5)
-DEMAND_CAPTURE_TIME = const(6)
-DEMAND_START_TIME_CURRENT = const(7)
-DEMAND_PERIOD = const(8)
-DEMAND_NUMBER_OF_PERIODS = const(9)
+_DEMAND_STATUS = const(5)
+_DEMAND_CAPTURE_TIME = const(6)
+_DEMAND_START_TIME_CURRENT = const(7)
+_DEMAND_PERIOD = const(8)
+_DEMAND_NUMBER_OF_PERIODS = const(9)
 # Profile generic (7, version 1)
 PROFILE_BUFFER = const(2)
 PROFILE_CAPTURE_OBJECTS = const(3)
-PROFILE_CAPTURE_PERIOD = const(4)
-PROFILE_SORT_METHOD = const(5)
-PROFILE_SORT_OBJECT = const(6)
+_PROFILE_CAPTURE_PERIOD = const(4)
+_PROFILE_SORT_METHOD = const(5)
+_PROFILE_SORT_OBJECT = const(6)
 PROFILE_ENTRIES_IN_USE = const(7)
 PROFILE_ENTRIES = const(8)
 # Clock (8, version 0)
 CLOCK_TIME = const(2)
 CLOCK_TIME_ZONE = const(3)
 CLOCK_STATUS = const(4)
-CLOCK_DST_BEGIN = const(5)
-CLOCK_DST_END = const(6)
-CLOCK_DST_DEVIATION = const(7)
-CLOCK_DST_ENABLED = const(8)
-CLOCK_BASE = const(9)
+_CLOCK_DST_BEGIN = const(5)
+_CLOCK_DST_END = const(6)
+_CLOCK_DST_DEVIATION = const(7)
+_CLOCK_DST_ENABLED = const(8)
+_CLOCK_BASE = const(9)
 # Disconnect control (70, version 0): read-only here, no methods
-DISCONNECT_OUTPUT_STATE = const(2)
-DISCONNECT_CONTROL_STATE = const(3)
-DISCONNECT_CONTROL_MODE = const(4)
+_DISCONNECT_OUTPUT_STATE = const(2)
+_DISCONNECT_CONTROL_STATE = const(3)
+_DISCONNECT_CONTROL_MODE = const(4)
 # control_state values
 DISCONNECTED = const(0)
 CONNECTED = const(1)
@@ -70,54 +70,18 @@ ACCESS_ENTRY = const(2)
 
 CLOCK_LN = b"\x00\x00\x01\x00\x00\xff"  # 0-0:1.0.0.255
 
-_CLASSES = (
-    (DATA, 0, "data", "logical_name value"),
-    (REGISTER, 0, "register", "logical_name value scaler_unit"),
-    (EXTENDED_REGISTER, 0, "extended_register", "logical_name value scaler_unit status capture_time"),
-    (DEMAND_REGISTER, 0, "demand_register",
-     "logical_name current_average_value last_average_value scaler_unit status"
-     " capture_time start_time_current period number_of_periods"),
-    (PROFILE_GENERIC, 1, "profile_generic",
-     "logical_name buffer capture_objects capture_period sort_method sort_object"
-     " entries_in_use profile_entries"),
-    (CLOCK, 0, "clock",
-     "logical_name time time_zone status daylight_savings_begin daylight_savings_end"
-     " daylight_savings_deviation daylight_savings_enabled clock_base"),
-    (DISCONNECT_CONTROL, 0, "disconnect_control", "logical_name output_state control_state control_mode"),
-)
+# Names of classes, attributes, clock bases and control states: in
+# dlms.cosem_names, loaded when a name is asked for.
+_NAMES = ("class_name", "class_version", "attribute_name", "attribute_index",
+          "clock_base_name", "control_state_name")
 
 
-def _class(class_id):
-    for entry in _CLASSES:
-        if entry[0] == class_id:
-            return entry
-    return None
+def __getattr__(name):
+    if name not in _NAMES:
+        raise AttributeError(name)
+    from dlms import cosem_names
 
-
-def class_name(class_id):
-    entry = _class(class_id)
-    return entry[2] if entry else None
-
-
-def class_version(class_id):
-    entry = _class(class_id)
-    return entry[1] if entry else None
-
-
-def attribute_name(class_id, index):
-    entry = _class(class_id)
-    if entry is None or index < 1:
-        return None
-    names = entry[3].split()
-    return names[index - 1] if index <= len(names) else None
-
-
-def attribute_index(class_id, name):
-    entry = _class(class_id)
-    if entry is None:
-        return None
-    names = entry[3].split()
-    return names.index(name) + 1 if name in names else None
+    return getattr(cosem_names, name)
 
 
 # ---- scaler and unit
@@ -174,16 +138,16 @@ def format_scaled(value, scaler):
 
 # frequent ones by name
 UNIT_W = const(27)
-UNIT_VA = const(28)
-UNIT_VAR = const(29)
+_UNIT_VA = const(28)
+_UNIT_VAR = const(29)
 UNIT_WH = const(30)
-UNIT_VAH = const(31)
-UNIT_VARH = const(32)
+_UNIT_VAH = const(31)
+_UNIT_VARH = const(32)
 UNIT_A = const(33)
 UNIT_V = const(35)
 UNIT_HZ = const(44)
-UNIT_PERCENT = const(56)
-UNIT_COUNT = const(255)
+_UNIT_PERCENT = const(56)
+_UNIT_COUNT = const(255)
 
 
 def unit_name(code):
@@ -301,22 +265,3 @@ def entry_descriptor(from_entry=1, to_entry=0, from_selected_value=1, to_selecte
                                             (axdr.LONG_UNSIGNED, to_selected_value)])
     except axdr.EncodeError as e:
         raise CosemError(str(e))
-
-
-# ---- Clock and Disconnect control values
-
-_CLOCK_BASES = "not_defined internal_crystal mains_50hz mains_60hz gps radio_controlled"
-_CONTROL_STATES = "disconnected connected ready_for_reconnection"
-
-
-def _word(words, i):
-    w = words.split()
-    return w[i] if type(i) is int and 0 <= i < len(w) else None
-
-
-def clock_base_name(value):
-    return _word(_CLOCK_BASES, value)
-
-
-def control_state_name(value):
-    return _word(_CONTROL_STATES, value)

@@ -16,7 +16,7 @@
 from compat import const, ticks_add, ticks_diff
 from crc16 import X25_GOOD, crc16_x25
 
-FLAG = const(0x7E)
+_FLAG = const(0x7E)
 _FLAG_B = b"\x7e"
 
 # Control field values with the P/F bit clear. I frames: N(S) in bits 1-3,
@@ -33,10 +33,10 @@ FRMR = const(0x87)
 UI = const(0x03)
 PF = const(0x10)
 
-MAX_FRAME_LEN = const(2047)  # the 11-bit length field
-MAX_INFO_LEN = const(2030)  # fits a frame even with two 4-byte addresses
-DEFAULT_INFO_LEN = const(128)  # IEC 62056-46 defaults, used without negotiation
-DEFAULT_WINDOW = const(1)
+_MAX_FRAME_LEN = const(2047)  # the 11-bit length field
+_MAX_INFO_LEN = const(2030)  # fits a frame even with two 4-byte addresses
+_DEFAULT_INFO_LEN = const(128)  # IEC 62056-46 defaults, used without negotiation
+_DEFAULT_WINDOW = const(1)
 
 # SNRM/UA parameter negotiation field: format 0x81, group 0x80, group length.
 _PARAM_FORMAT = const(0x81)
@@ -56,7 +56,7 @@ _ERROR = const(3)
 DISCONNECTED = const(0)
 CONNECTING = const(1)
 CONNECTED = const(2)
-DISCONNECTING = const(3)
+_DISCONNECTING = const(3)
 
 _MAX_EVENTS = const(32)
 
@@ -156,10 +156,10 @@ def encode(dest, src, control, info=b"", segmented=False, start=0, end=None):
     ni = end - start
     hl = 3 + len(dest) + len(src)  # format, addresses, control
     flen = hl + 2 + (ni + 2 if ni > 0 else 0)
-    if flen > MAX_FRAME_LEN or ni < 0:
+    if flen > _MAX_FRAME_LEN or ni < 0:
         raise HdlcError("frame too long")
     out = bytearray(flen + 2)
-    out[0] = FLAG
+    out[0] = _FLAG
     out[1] = 0xA0 | (0x08 if segmented else 0) | (flen >> 8)
     out[2] = flen & 0xFF
     p = 3 + len(dest)
@@ -178,7 +178,7 @@ def encode(dest, src, control, info=b"", segmented=False, start=0, end=None):
         crc = crc16_x25(out, 0xFFFF, 1, flen - 1)
         out[flen - 1] = crc & 0xFF
         out[flen] = crc >> 8
-    out[flen + 1] = FLAG
+    out[flen + 1] = _FLAG
     return bytes(out)
 
 
@@ -218,10 +218,10 @@ class Frame:
         return encode(self.dest, self.src, self.control, self.info, self.segmented)
 
     @classmethod
-    def from_bytes(cls, data, max_frame_len=MAX_FRAME_LEN):
+    def from_bytes(cls, data, max_frame_len=_MAX_FRAME_LEN):
         # exactly one frame, flags included -> Frame; raises FrameError
         n = len(data)
-        if n == 0 or data[0] != FLAG:
+        if n == 0 or data[0] != _FLAG:
             raise FrameError("garbage")
         st, end, res = _scan(data, 0, n, max_frame_len)
         if st == _ERROR:
@@ -295,7 +295,7 @@ def _scan(buf, r, n, max_len, mv=None):
     end = r + 1 + flen  # closing flag
     if n <= end:
         return _NEED, r, True  # the header is good: a frame is arriving
-    if buf[end] != FLAG:
+    if buf[end] != _FLAG:
         return _ERROR, r + 1, FrameError("truncated")
     if flen == hlen + 2:
         info = b""
@@ -303,17 +303,13 @@ def _scan(buf, r, n, max_len, mv=None):
         if crc16_x25(buf, 0xFFFF, r + 1, end) != X25_GOOD:
             return _ERROR, end, FrameError("bad_fcs")
         info = bytes(buf[c + 3:end - 2] if mv is None else mv[c + 3:end - 2])
-    return _FRAME, end, _Parsed(bytes(buf[d:s]), bytes(buf[s:c]), buf[c], info, bool(f & 0x08))
-
-
-class _Parsed(Frame):
-    # a Frame from the framer: its fields are known good, no checks again
-    def __init__(self, dest, src, control, info, segmented):
-        self.dest = dest
-        self.src = src
-        self.control = control
-        self.info = info
-        self.segmented = segmented
+    fr = object.__new__(Frame)  # its fields are known good: no checks again
+    fr.dest = bytes(buf[d:s])
+    fr.src = bytes(buf[s:c])
+    fr.control = buf[c]
+    fr.info = info
+    fr.segmented = bool(f & 0x08)
+    return _FRAME, end, fr
 
 
 class Framer:
@@ -323,8 +319,8 @@ class Framer:
     # error (or flush(), or after a buffer's worth); after a bad frame the
     # bytes up to the next flag are dropped without a second report.
     # feed() never raises on any input.
-    def __init__(self, max_frame_len=MAX_FRAME_LEN):
-        if not 7 <= max_frame_len <= MAX_FRAME_LEN:
+    def __init__(self, max_frame_len=_MAX_FRAME_LEN):
+        if not 7 <= max_frame_len <= _MAX_FRAME_LEN:
             raise HdlcError("max_frame_len")
         self.max_frame_len = max_frame_len
         self._cap = max_frame_len + 2 + 62
@@ -368,7 +364,7 @@ class Framer:
         buf = self._buf
         started = False
         for i in range(self._n):
-            if buf[i] != FLAG:
+            if buf[i] != _FLAG:
                 started = True
                 break
         self._n = 0
@@ -433,16 +429,16 @@ class Framer:
 # ---- SNRM/UA parameters ----------------------------------------------------
 
 
-def snrm_info(max_info_tx=DEFAULT_INFO_LEN, max_info_rx=DEFAULT_INFO_LEN,
-              window_tx=DEFAULT_WINDOW, window_rx=DEFAULT_WINDOW):
+def snrm_info(max_info_tx=_DEFAULT_INFO_LEN, max_info_rx=_DEFAULT_INFO_LEN,
+              window_tx=_DEFAULT_WINDOW, window_rx=_DEFAULT_WINDOW):
     # Parameter field for an SNRM (or UA) -> bytes; b"" when all are default.
     # Only non-default values are sent, lengths as 1 or 2 bytes, windows as
     # 4 bytes (the layout Gurux sends and meters accept).
     p = bytearray(b"\x81\x80\x00")
-    for pid, v, dflt, wide in ((_P_INFO_TX, max_info_tx, DEFAULT_INFO_LEN, False),
-                               (_P_INFO_RX, max_info_rx, DEFAULT_INFO_LEN, False),
-                               (_P_WINDOW_TX, window_tx, DEFAULT_WINDOW, True),
-                               (_P_WINDOW_RX, window_rx, DEFAULT_WINDOW, True)):
+    for pid, v, dflt, wide in ((_P_INFO_TX, max_info_tx, _DEFAULT_INFO_LEN, False),
+                               (_P_INFO_RX, max_info_rx, _DEFAULT_INFO_LEN, False),
+                               (_P_WINDOW_TX, window_tx, _DEFAULT_WINDOW, True),
+                               (_P_WINDOW_RX, window_rx, _DEFAULT_WINDOW, True)):
         if v == dflt:
             continue
         if wide:
@@ -461,7 +457,7 @@ def parse_params(info):
     # SNRM/UA parameter field -> (max_info_tx, max_info_rx, window_tx,
     # window_rx) from the sender's point of view; absent ones are defaults.
     # Unknown parameters are skipped; a malformed field raises FrameError.
-    vals = [DEFAULT_INFO_LEN, DEFAULT_INFO_LEN, DEFAULT_WINDOW, DEFAULT_WINDOW]
+    vals = [_DEFAULT_INFO_LEN, _DEFAULT_INFO_LEN, _DEFAULT_WINDOW, _DEFAULT_WINDOW]
     n = len(info)
     if n == 0:
         return tuple(vals)
@@ -554,15 +550,15 @@ class Link:
     # SNRM, DISC, RR poll) are sent again, `retries` times, then the link is
     # down. reassemble=False hands out every I frame as Data(more=...) so a
     # long response can be decoded as it arrives.
-    def __init__(self, server, client=0x10, max_info_tx=DEFAULT_INFO_LEN,
-                 max_info_rx=DEFAULT_INFO_LEN, window_tx=DEFAULT_WINDOW,
-                 window_rx=DEFAULT_WINDOW, response_timeout_ms=3000, retries=3,
+    def __init__(self, server, client=0x10, max_info_tx=_DEFAULT_INFO_LEN,
+                 max_info_rx=_DEFAULT_INFO_LEN, window_tx=_DEFAULT_WINDOW,
+                 window_rx=_DEFAULT_WINDOW, response_timeout_ms=3000, retries=3,
                  inactivity_timeout_ms=120000, max_data_len=4096,
-                 max_frame_len=MAX_FRAME_LEN, reassemble=True):
+                 max_frame_len=_MAX_FRAME_LEN, reassemble=True):
         self.server = _address(server)
         self.client = client_address(client)
         for v in (max_info_tx, max_info_rx):
-            if not 1 <= v <= MAX_INFO_LEN:
+            if not 1 <= v <= _MAX_INFO_LEN:
                 raise HdlcError("max info length")
         for v in (window_tx, window_rx):
             if not 1 <= v <= 7:
@@ -575,10 +571,10 @@ class Link:
         self.reassemble = reassemble
         self.framer = Framer(max_frame_len)
         self.state = DISCONNECTED
-        self.max_info_tx = DEFAULT_INFO_LEN
-        self.max_info_rx = DEFAULT_INFO_LEN
-        self.window_tx = DEFAULT_WINDOW
-        self.window_rx = DEFAULT_WINDOW
+        self.max_info_tx = _DEFAULT_INFO_LEN
+        self.max_info_rx = _DEFAULT_INFO_LEN
+        self.window_tx = _DEFAULT_WINDOW
+        self.window_rx = _DEFAULT_WINDOW
         self._events = []
         self.dropped_events = 0
         self.retransmissions = 0
@@ -656,7 +652,7 @@ class Link:
     def disconnect(self, now_ms=None):
         # -> bytes of the DISC; a Disconnected event follows the UA or DM
         self._reset_transfer()
-        self.state = DISCONNECTING
+        self.state = _DISCONNECTING
         self._ctrl = encode(self.server, self.client, DISC | PF)
         self._arm(now_ms)
         self._touch(now_ms)
@@ -715,7 +711,7 @@ class Link:
         for item in self.framer.flush():
             self._event(Error(item.reason, item.detail))
         if self._retry >= self.retries:
-            if self.state == DISCONNECTING:
+            if self.state == _DISCONNECTING:
                 self._down("timeout", None)
             else:
                 self._down("timeout", Error("no_response", self._retry, True))
@@ -790,7 +786,7 @@ class Link:
             else:
                 self._event(Error("unexpected", f.control))
             return
-        if st == DISCONNECTING:
+        if st == _DISCONNECTING:
             if kind == UA or kind == DM:
                 self._down("ua" if kind == UA else "dm", None)
             return
@@ -816,10 +812,10 @@ class Link:
             tx, rx, wtx, wrx = parse_params(f.info)
         except FrameError as e:
             self._event(Error(e.reason, f.info))
-            tx, rx, wtx, wrx = DEFAULT_INFO_LEN, DEFAULT_INFO_LEN, DEFAULT_WINDOW, DEFAULT_WINDOW
+            tx, rx, wtx, wrx = _DEFAULT_INFO_LEN, _DEFAULT_INFO_LEN, _DEFAULT_WINDOW, _DEFAULT_WINDOW
         # the UA's values are the server's: its rx limits our tx
-        self.max_info_tx = min(self._prop[0], rx, MAX_INFO_LEN)
-        self.max_info_rx = min(tx, MAX_INFO_LEN)
+        self.max_info_tx = min(self._prop[0], rx, _MAX_INFO_LEN)
+        self.max_info_rx = min(tx, _MAX_INFO_LEN)
         self.window_tx = min(self._prop[2], wrx, 7)
         self.window_rx = min(wtx, 7)
         self._reset_transfer()

@@ -14,15 +14,15 @@ SIGN_ON_BAUD = const(300)
 SIGN_ON_BITS = const(7)
 SIGN_ON_PARITY = "E"  # even
 SIGN_ON_STOP = const(1)
-HDLC_BITS = const(8)
+_HDLC_BITS = const(8)
 HDLC_PARITY = None
-HDLC_STOP = const(1)
+_HDLC_STOP = const(1)
 
 # timing (IEC 62056-21 reaction and character times)
-REACTION_MIN_MS = const(200)  # the meter answers no sooner (20 ms if XXX ends lowercase)
-REACTION_MAX_MS = const(1500)  # ... and no later
-CHAR_TIMEOUT_MS = const(1500)  # longest gap between characters of a message
-ACK_DRAIN_MS = const(250)  # 6 characters at 300 baud 7E1 take 200 ms
+_REACTION_MIN_MS = const(200)  # the meter answers no sooner (20 ms if XXX ends lowercase)
+_REACTION_MAX_MS = const(1500)  # ... and no later
+_CHAR_TIMEOUT_MS = const(1500)  # longest gap between characters of a message
+_ACK_DRAIN_MS = const(250)  # 6 characters at 300 baud 7E1 take 200 ms
 
 ACK = const(0x06)
 PROTOCOL_HDLC = "2"  # V in the acknowledgement: HDLC protocol procedure (mode E)
@@ -128,7 +128,7 @@ def parse_identification(line):
 
 # Opening states
 SIGN_ON = const(0)  # sign-on sent, waiting for the identification
-SWITCH = const(1)  # acknowledgement handed out: write it, wait ACK_DRAIN_MS, switch
+SWITCH = const(1)  # acknowledgement handed out: write it, wait _ACK_DRAIN_MS, switch
 FAILED = const(2)
 
 
@@ -139,7 +139,7 @@ class Opening:
     # tick(now_ms) -> the request again after a silence, b"" otherwise; after
     # `retries` repeats the state is FAILED with .error set.
     def __init__(self, address="", max_baud=9600, require_mode_e=True,
-                 timeout_ms=REACTION_MAX_MS + CHAR_TIMEOUT_MS, retries=2):
+                 timeout_ms=_REACTION_MAX_MS + _CHAR_TIMEOUT_MS, retries=2):
         self._request = sign_on(address)
         self.max_baud = max_baud
         self.require_mode_e = require_mode_e

@@ -76,29 +76,12 @@ class Obis:
     def to_bytes(self):
         return self._ln
 
-    @property
-    def a(self):
-        return self._ln[0]
-
-    @property
-    def b(self):
-        return self._ln[1]
-
-    @property
-    def c(self):
-        return self._ln[2]
-
-    @property
-    def d(self):
-        return self._ln[3]
-
-    @property
-    def e(self):
-        return self._ln[4]
-
-    @property
-    def f(self):
-        return self._ln[5]
+    def __getattr__(self, name):
+        # the value groups a..f, one lookup for six (six properties cost heap)
+        i = "abcdef".find(name) if len(name) == 1 else -1
+        if i < 0:
+            raise AttributeError(name)
+        return self._ln[i]
 
     def dotted(self):
         return "%d.%d.%d.%d.%d.%d" % tuple(self._ln)
@@ -139,54 +122,12 @@ def _group(s, text):
     return v
 
 
-# Readable names: in dlms.names (imported on first use).
-
-def _lookup(key):
-    from dlms import names
-    keys = names.OBIS_KEYS
-    text = names.OBIS_NAMES
-    i = keys.find(key)
-    while i >= 0 and i % 6:
-        i = keys.find(key, i + 1)
-    if i < 0:
-        return None
-    start = 0
-    for _ in range(i // 6):
-        start = text.find("\n", start) + 1
-    stop = text.find("\n", start)
-    return text[start:] if stop < 0 else text[start:stop]
+# Readable names (name, codes, table_size): in dlms.cosem_names, loaded on first use.
 
 
-def name(obis):
-    # readable name of an Obis (or 6 octets, or OBIS text), None if unknown.
-    # Another channel B or a billing period F (historic value) is named after
-    # the base code with the channel / period appended.
-    if isinstance(obis, str):
-        obis = Obis.parse(obis)
-    ln = obis.to_bytes() if isinstance(obis, Obis) else bytes(obis)
-    if len(ln) != 6:
-        raise ObisError("logical name needs 6 octets")
-    n = _lookup(ln)
-    if n is not None:
-        return n
-    n = _lookup(ln[:1] + b"\x00" + ln[2:5] + b"\xff")
-    if n is None:
-        return None
-    if ln[1]:
-        n += ", channel %d" % ln[1]
-    if ln[5] != 255:
-        n += ", billing period %d" % ln[5]
-    return n
+def __getattr__(name):
+    if name != "name" and name != "codes" and name != "table_size":
+        raise AttributeError(name)
+    from dlms import cosem_names
 
-
-def table_size():
-    # octets of the name table's data (keys + names), for the RAM budget
-    from dlms import names
-    return len(names.OBIS_KEYS) + len(names.OBIS_NAMES)
-
-
-def codes():
-    # every named code, in table order (for docs and tests; allocates)
-    from dlms import names
-    keys = names.OBIS_KEYS
-    return [Obis.from_bytes(keys[i:i + 6]) for i in range(0, len(keys), 6)]
+    return getattr(cosem_names, "obis_" + name)

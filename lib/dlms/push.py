@@ -21,9 +21,9 @@ try:
 except ImportError:  # decode the header only
     axdr = None
 
-DATA_NOTIFICATION = const(0x0F)
+_DATA_NOTIFICATION = const(0x0F)
 GENERAL_BLOCK_TRANSFER = const(0xE0)
-DATE_TIME_LEN = const(12)
+_DATE_TIME_LEN = const(12)
 
 _GBT_LAST = const(0x80)
 _LLC_0 = const(0xE6)
@@ -77,14 +77,14 @@ class DataNotification:
 def encode_notification(body_bytes, long_invoke_id=0, date_time=None):
     # -> plain Data-Notification APDU; body_bytes is already A-XDR encoded
     out = bytearray()
-    out.append(DATA_NOTIFICATION)
+    out.append(_DATA_NOTIFICATION)
     out.extend((long_invoke_id & 0xFFFFFFFF).to_bytes(4, "big"))
     if date_time is None:
         out.append(0)
     else:
-        if len(date_time) != DATE_TIME_LEN:
+        if len(date_time) != _DATE_TIME_LEN:
             raise PushError("bad_date_time", len(date_time))
-        out.append(DATE_TIME_LEN)
+        out.append(_DATE_TIME_LEN)
         out.extend(date_time)
     out.extend(body_bytes)
     return bytes(out)
@@ -94,7 +94,7 @@ def parse_notification(apdu, unprotected=None):
     # A plain Data-Notification APDU (exactly apdu) -> DataNotification.
     # Raises PushError.
     n = len(apdu)
-    if n < 1 or apdu[0] != DATA_NOTIFICATION:
+    if n < 1 or apdu[0] != _DATA_NOTIFICATION:
         raise PushError("not_notification", apdu[0] if n else None)
     if n < 6:
         raise PushError("truncated")
@@ -102,13 +102,13 @@ def parse_notification(apdu, unprotected=None):
     p = 5
     dl = apdu[p]
     p += 1
-    if dl == 0x09 and p < n and apdu[p] == DATE_TIME_LEN:
+    if dl == 0x09 and p < n and apdu[p] == _DATE_TIME_LEN:
         # tagged variant: Data octet-string instead of a bare OCTET STRING
-        dl = DATE_TIME_LEN
+        dl = _DATE_TIME_LEN
         p += 1
     if dl == 0:
         dt = None
-    elif dl == DATE_TIME_LEN:
+    elif dl == _DATE_TIME_LEN:
         if p + dl > n:
             raise PushError("truncated")
         dt = bytes(apdu[p:p + dl])
@@ -143,10 +143,10 @@ def decode_apdu(apdu, security_context=None):
         if security_context is None:
             raise PushError("no_security")
         u = security_context.unprotect(apdu)
-        if not u.apdu or u.apdu[0] != DATA_NOTIFICATION:
+        if not u.apdu or u.apdu[0] != _DATA_NOTIFICATION:
             raise PushError("not_ciphered_notification", u.apdu[0] if u.apdu else None)
         return parse_notification(u.apdu, u)
-    if security_context is not None and not security_context.allow_unauthenticated and tag == DATA_NOTIFICATION:
+    if security_context is not None and not security_context.allow_unauthenticated and tag == _DATA_NOTIFICATION:
         raise security.SecurityError("plain APDU refused: keys are configured")
     return parse_notification(apdu)
 

@@ -16,18 +16,18 @@ from compat import const
 import aesgcm
 
 SC_AUTHENTICATION = const(0x10)
-SC_ENCRYPTION = const(0x20)
-SC_BROADCAST = const(0x40)  # key set: the global broadcast key instead of unicast
-SC_COMPRESSION = const(0x80)
-SC_SUITE = const(0x0F)
-SC_AUTH_ENC = const(0x30)
+_SC_ENCRYPTION = const(0x20)
+_SC_BROADCAST = const(0x40)  # key set: the global broadcast key instead of unicast
+_SC_COMPRESSION = const(0x80)
+_SC_SUITE = const(0x0F)
+_SC_AUTH_ENC = const(0x30)
 
 GENERAL_GLO_CIPHERING = const(0xDB)
 GENERAL_DED_CIPHERING = const(0xDC)
-GENERAL_CIPHERING = const(0xDD)
+_GENERAL_CIPHERING = const(0xDD)
 
-TAG_LEN = const(12)  # security suites 0-2 use 96-bit GCM tags
-SYSTEM_TITLE_LEN = const(8)
+_TAG_LEN = const(12)  # security suites 0-2 use 96-bit GCM tags
+_SYSTEM_TITLE_LEN = const(8)
 
 _MAX_IC = const(0xFFFFFFFF)
 _MAX_PEERS = const(16)
@@ -36,26 +36,34 @@ _MAX_LEN = const(0xFFFF)
 AuthenticationError = aesgcm.AuthenticationError
 
 # xDLMS APDU tag -> its global- and dedicated-ciphered forms (Green Book
-# 9.5, xDLMS ASN.1; the same numbers as gurux-dlms's Command enum).
+# 9.5, xDLMS ASN.1; the same numbers as gurux-dlms's Command enum), three
+# octets a row in one bytes object (CIPHERED_TAGS gives the rows as tuples).
+# Each value occurs once, so a tag's index tells its row and column.
 # Data-Notification (0x0F) has none: it goes in general-glo/ded-ciphering.
-CIPHERED_TAGS = (
-    (0x01, 0x21, 0x41),  # initiate-request
-    (0x08, 0x28, 0x48),  # initiate-response
-    (0x05, 0x25, 0x45),  # read-request
-    (0x06, 0x26, 0x46),  # write-request
-    (0x0C, 0x2C, 0x4C),  # read-response
-    (0x0D, 0x2D, 0x4D),  # write-response
-    (0x0E, 0x2E, 0x4E),  # confirmed-service-error
-    (0x16, 0x36, 0x56),  # unconfirmed-write-request
-    (0x18, 0x38, 0x58),  # information-report-request
-    (0xC0, 0xC8, 0xD0),  # get-request
-    (0xC1, 0xC9, 0xD1),  # set-request
-    (0xC2, 0xCA, 0xD2),  # event-notification-request
-    (0xC3, 0xCB, 0xD3),  # action-request
-    (0xC4, 0xCC, 0xD4),  # get-response
-    (0xC5, 0xCD, 0xD5),  # set-response
-    (0xC7, 0xCF, 0xD7),  # action-response
+_TAGS = (
+    b"\x01\x21\x41"  # initiate-request
+    b"\x08\x28\x48"  # initiate-response
+    b"\x05\x25\x45"  # read-request
+    b"\x06\x26\x46"  # write-request
+    b"\x0c\x2c\x4c"  # read-response
+    b"\x0d\x2d\x4d"  # write-response
+    b"\x0e\x2e\x4e"  # confirmed-service-error
+    b"\x16\x36\x56"  # unconfirmed-write-request
+    b"\x18\x38\x58"  # information-report-request
+    b"\xc0\xc8\xd0"  # get-request
+    b"\xc1\xc9\xd1"  # set-request
+    b"\xc2\xca\xd2"  # event-notification-request
+    b"\xc3\xcb\xd3"  # action-request
+    b"\xc4\xcc\xd4"  # get-response
+    b"\xc5\xcd\xd5"  # set-response
+    b"\xc7\xcf\xd7"  # action-response
 )
+
+
+def __getattr__(name):
+    if name == "CIPHERED_TAGS":
+        return tuple(tuple(_TAGS[i:i + 3]) for i in range(0, len(_TAGS), 3))
+    raise AttributeError(name)
 
 
 class SecurityError(ValueError):
@@ -67,28 +75,31 @@ class InvocationCounterError(SecurityError):
     pass
 
 
+def _at(tag):
+    # index of tag in _TAGS, or -1
+    return _TAGS.find(tag) if type(tag) is int and 0 <= tag <= 0xFF else -1
+
+
 def glo_tag(plain_tag):
-    for row in CIPHERED_TAGS:
-        if row[0] == plain_tag:
-            return row[1]
-    raise SecurityError("no glo-ciphered form of APDU 0x%02x" % plain_tag)
+    i = _at(plain_tag)
+    if i < 0 or i % 3:
+        raise SecurityError("no glo-ciphered form of APDU 0x%02x" % plain_tag)
+    return _TAGS[i + 1]
 
 
 def ded_tag(plain_tag):
-    for row in CIPHERED_TAGS:
-        if row[0] == plain_tag:
-            return row[2]
-    raise SecurityError("no ded-ciphered form of APDU 0x%02x" % plain_tag)
+    i = _at(plain_tag)
+    if i < 0 or i % 3:
+        raise SecurityError("no ded-ciphered form of APDU 0x%02x" % plain_tag)
+    return _TAGS[i + 2]
 
 
 def plain_tag(ciphered_tag):
     # -> (plain tag, dedicated) for a service-specific ciphered tag, else None
-    for row in CIPHERED_TAGS:
-        if row[1] == ciphered_tag:
-            return row[0], False
-        if row[2] == ciphered_tag:
-            return row[0], True
-    return None
+    i = _at(ciphered_tag)
+    if i < 0 or not i % 3:
+        return None
+    return _TAGS[i - i % 3], i % 3 == 2
 
 
 def is_ciphered(tag):
@@ -130,10 +141,10 @@ def put_length(out, n):
 
 
 def _check_sc(sc):
-    if sc & SC_COMPRESSION:
+    if sc & _SC_COMPRESSION:
         raise SecurityError("compressed APDUs are not supported")
-    if sc & SC_SUITE > 1:
-        raise SecurityError("security suite %d is not supported" % (sc & SC_SUITE))
+    if sc & _SC_SUITE > 1:
+        raise SecurityError("security suite %d is not supported" % (sc & _SC_SUITE))
 
 
 def _check_key(key, what):
@@ -157,7 +168,7 @@ class Unprotected:
 
     @property
     def encrypted(self):
-        return bool(self.security_control & SC_ENCRYPTION)
+        return bool(self.security_control & _SC_ENCRYPTION)
 
     def __repr__(self):
         return "Unprotected(0x%02x, sc=0x%02x, ic=%d, %s)" % (
@@ -171,7 +182,7 @@ class SecurityContext:
     # send. allow_unauthenticated: accept APDUs that carry no GCM tag (SC
     # 0x20 or 0x00), as Austrian customer interfaces send them; off by default.
     def __init__(self, system_title, ek, ak=None, invocation_counter=0, allow_unauthenticated=False):
-        if system_title is not None and len(system_title) != SYSTEM_TITLE_LEN:
+        if system_title is not None and len(system_title) != _SYSTEM_TITLE_LEN:
             raise SecurityError("system title must be 8 bytes")
         self.system_title = None if system_title is None else bytes(system_title)
         self.ek = _check_key(ek, "encryption key")
@@ -197,7 +208,7 @@ class SecurityContext:
             if self.dedicated_key is None:
                 raise SecurityError("no dedicated key")
             return _check_key(self.dedicated_key, "dedicated key")
-        if sc & SC_BROADCAST:
+        if sc & _SC_BROADCAST:
             if self.broadcast_key is None:
                 raise SecurityError("no broadcast key")
             return _check_key(self.broadcast_key, "broadcast key")
@@ -250,7 +261,7 @@ class SecurityContext:
 
     def protect(self, sc, apdu, general=False, dedicated=False):
         # Cipher our APDU with the next invocation counter -> bytes; sc is
-        # the security control byte (SC_AUTH_ENC = 0x30 for suite 0).
+        # the security control byte (0x30: authenticated and encrypted, suite 0).
         # general: general-glo/ded-ciphering (carries our system title);
         # otherwise the service-specific glo/ded tag of apdu[0].
         if self.system_title is None:
@@ -268,7 +279,7 @@ class SecurityContext:
         out = bytearray()
         out.append(tag)
         if general:
-            out.append(SYSTEM_TITLE_LEN)
+            out.append(_SYSTEM_TITLE_LEN)
             out.extend(self.system_title)
         put_length(out, len(body))
         out.extend(body)
@@ -281,13 +292,13 @@ class SecurityContext:
         head[1:5] = ic.to_bytes(4, "big")
         iv = bytes(title) + bytes(head[1:5])
         g = self._cipher(key)
-        if sc & SC_ENCRYPTION:
+        if sc & _SC_ENCRYPTION:
             if sc & SC_AUTHENTICATION:
-                ct, t = g.encrypt(iv, apdu, bytes([sc]) + self._ak(), TAG_LEN)
+                ct, t = g.encrypt(iv, apdu, bytes([sc]) + self._ak(), _TAG_LEN)
                 return bytes(head) + ct + t
             return bytes(head) + g.crypt_unauthenticated(iv, apdu)
         if sc & SC_AUTHENTICATION:
-            t = g.gmac(iv, bytes([sc]) + self._ak() + bytes(apdu), TAG_LEN)
+            t = g.gmac(iv, bytes([sc]) + self._ak() + bytes(apdu), _TAG_LEN)
             return bytes(head) + bytes(apdu) + t
         return bytes(head) + bytes(apdu)
 
@@ -306,13 +317,13 @@ class SecurityContext:
         if tag == GENERAL_GLO_CIPHERING or tag == GENERAL_DED_CIPHERING:
             dedicated = tag == GENERAL_DED_CIPHERING
             tlen, pos = read_length(data, pos, n)
-            if tlen != SYSTEM_TITLE_LEN:
+            if tlen != _SYSTEM_TITLE_LEN:
                 raise SecurityError("system title length %d" % tlen)
             if pos + tlen > n:
                 raise SecurityError("truncated system title")
             system_title = bytes(data[pos:pos + tlen])
             pos += tlen
-        elif tag == GENERAL_CIPHERING:
+        elif tag == _GENERAL_CIPHERING:
             raise SecurityError("general-ciphering is not supported")
         else:
             pt = plain_tag(tag)
@@ -321,7 +332,7 @@ class SecurityContext:
             inner, dedicated = pt
             if system_title is None:
                 raise SecurityError("sender system title unknown")
-            if len(system_title) != SYSTEM_TITLE_LEN:
+            if len(system_title) != _SYSTEM_TITLE_LEN:
                 raise SecurityError("system title must be 8 bytes")
             system_title = bytes(system_title)
         clen, pos = read_length(data, pos, n)
@@ -336,7 +347,7 @@ class SecurityContext:
         authenticated = sc & SC_AUTHENTICATION
         if not authenticated and not self.allow_unauthenticated:
             raise SecurityError("APDU without authentication tag refused (SC 0x%02x)" % sc)
-        end = n - TAG_LEN if authenticated else n
+        end = n - _TAG_LEN if authenticated else n
         if end < pos:
             raise SecurityError("payload shorter than the tag")
         self._check_peer(system_title, ic, sc)
@@ -344,7 +355,7 @@ class SecurityContext:
         iv = system_title + bytes(data[pos - 4:pos])
         payload = memoryview(data)[pos:end]  # no copy of the ciphertext
         g = self._cipher(key)
-        if sc & SC_ENCRYPTION:
+        if sc & _SC_ENCRYPTION:
             if authenticated:
                 apdu = g.decrypt(iv, payload, bytes([sc]) + self._ak(), data[end:n])
             else:
@@ -352,7 +363,7 @@ class SecurityContext:
         else:
             apdu = bytes(payload)
             if authenticated:
-                want = g.gmac(iv, bytes([sc]) + self._ak() + apdu, TAG_LEN)
+                want = g.gmac(iv, bytes([sc]) + self._ak() + apdu, _TAG_LEN)
                 if not _same(want, data, end):
                     raise AuthenticationError("GMAC tag mismatch")
         if inner is not None and (not apdu or apdu[0] != inner):
@@ -372,22 +383,22 @@ class SecurityContext:
         if ic < 0 or ic > _MAX_IC:
             raise SecurityError("invocation counter out of range")
         icb = ic.to_bytes(4, "big")
-        t = self._cipher(self.ek).gmac(self.system_title + icb, bytes([sc]) + self._ak() + bytes(challenge), TAG_LEN)
+        t = self._cipher(self.ek).gmac(self.system_title + icb, bytes([sc]) + self._ak() + bytes(challenge), _TAG_LEN)
         return bytes([sc]) + icb + t
 
     def verify_hls_gmac(self, response, challenge, peer_system_title):
         # Check the peer's f(challenge) for the challenge we sent -> its IC.
         # Raises SecurityError if malformed, AuthenticationError if wrong.
-        if len(response) != 5 + TAG_LEN:
+        if len(response) != 5 + _TAG_LEN:
             raise SecurityError("HLS-GMAC response must be 17 bytes")
-        if len(peer_system_title) != SYSTEM_TITLE_LEN:
+        if len(peer_system_title) != _SYSTEM_TITLE_LEN:
             raise SecurityError("system title must be 8 bytes")
         sc = response[0]
         _check_sc(sc)
         if not sc & SC_AUTHENTICATION:
             raise SecurityError("HLS-GMAC response without the authentication bit")
         icb = bytes(response[1:5])
-        want = self._cipher(self.ek).gmac(bytes(peer_system_title) + icb, bytes([sc]) + self._ak() + bytes(challenge), TAG_LEN)
+        want = self._cipher(self.ek).gmac(bytes(peer_system_title) + icb, bytes([sc]) + self._ak() + bytes(challenge), _TAG_LEN)
         if not _same(want, response, 5):
             raise AuthenticationError("HLS-GMAC tag mismatch")
         return int.from_bytes(icb, "big")

@@ -35,34 +35,17 @@ class SessionBusy(ModbusError):
     pass
 
 
-# Exception codes of the Modbus Application Protocol v1.1b3, section 7.
-ILLEGAL_FUNCTION = 0x01
-ILLEGAL_DATA_ADDRESS = 0x02
-ILLEGAL_DATA_VALUE = 0x03
-SERVER_DEVICE_FAILURE = 0x04
-ACKNOWLEDGE = 0x05
-SERVER_DEVICE_BUSY = 0x06
-NEGATIVE_ACKNOWLEDGE = 0x07  # pre-v1.1 (program commands); still seen on old devices
-MEMORY_PARITY_ERROR = 0x08
-GATEWAY_PATH_UNAVAILABLE = 0x0A
-GATEWAY_TARGET_NO_RESPONSE = 0x0B
-
-EXCEPTION_NAMES = {
-    0x01: "illegal function",
-    0x02: "illegal data address",
-    0x03: "illegal data value",
-    0x04: "server device failure",
-    0x05: "acknowledge",
-    0x06: "server device busy",
-    0x07: "negative acknowledge",
-    0x08: "memory parity error",
-    0x0A: "gateway path unavailable",
-    0x0B: "gateway target device failed to respond",
-}
+# Exception codes of the Modbus Application Protocol v1.1b3, section 7, and
+# their names: code n is the n-th name (none for 9), one string rather than a
+# dict of strings. 7 is pre-v1.1 (program commands), still seen on old devices.
+_NAMES = ("|illegal function|illegal data address|illegal data value|server device failure"
+          "|acknowledge|server device busy|negative acknowledge|memory parity error|"
+          "|gateway path unavailable|gateway target device failed to respond")
 
 
 def exception_name(code):
-    return EXCEPTION_NAMES.get(code, "unknown exception")
+    names = _NAMES.split("|")
+    return names[code] if type(code) is int and 0 < code < len(names) and names[code] else "unknown exception"
 
 
 class ModbusException(ModbusError):

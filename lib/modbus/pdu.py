@@ -15,27 +15,21 @@
 #   fc 15/16 response:   fc | address:2 | quantity:2
 #   fc 23 request:       fc | read addr:2 | read qty:2 | write addr:2 | write qty:2 | byte count | data
 #   exception response:  fc | 0x80 | code
+from compat import const
 from modbus import FrameError, ModbusException, ResponseMismatch
 
-READ_COILS = 1
-READ_DISCRETE_INPUTS = 2
-READ_HOLDING_REGISTERS = 3
-READ_INPUT_REGISTERS = 4
-WRITE_SINGLE_COIL = 5
-WRITE_SINGLE_REGISTER = 6
-WRITE_MULTIPLE_COILS = 15
-WRITE_MULTIPLE_REGISTERS = 16
-READ_WRITE_MULTIPLE_REGISTERS = 23
-
-FUNCTIONS = (1, 2, 3, 4, 5, 6, 15, 16, 23)
+# Function codes: 1 read coils, 2 read discrete inputs, 3 read holding
+# registers, 4 read input registers, 5 write single coil, 6 write single
+# register, 15 write multiple coils, 16 write multiple registers, 23
+# read/write multiple registers.
 
 # Quantity limits of the specification (they keep every PDU within 253 bytes).
-MAX_READ_BITS = 2000
-MAX_READ_REGISTERS = 125
-MAX_WRITE_COILS = 1968
-MAX_WRITE_REGISTERS = 123
-MAX_RW_WRITE_REGISTERS = 121
-MAX_PDU = 253
+_MAX_READ_BITS = const(2000)
+_MAX_READ_REGISTERS = const(125)
+_MAX_WRITE_COILS = const(1968)
+_MAX_WRITE_REGISTERS = const(123)
+_MAX_RW_WRITE_REGISTERS = const(121)
+MAX_PDU = const(253)
 
 
 class Request:
@@ -83,19 +77,19 @@ def _read(function, address, count, limit, what):
 
 
 def read_coils(address, count):
-    return _read(1, address, count, MAX_READ_BITS, "read coils")
+    return _read(1, address, count, _MAX_READ_BITS, "read coils")
 
 
 def read_discrete_inputs(address, count):
-    return _read(2, address, count, MAX_READ_BITS, "read discrete inputs")
+    return _read(2, address, count, _MAX_READ_BITS, "read discrete inputs")
 
 
 def read_holding_registers(address, count):
-    return _read(3, address, count, MAX_READ_REGISTERS, "read holding registers")
+    return _read(3, address, count, _MAX_READ_REGISTERS, "read holding registers")
 
 
 def read_input_registers(address, count):
-    return _read(4, address, count, MAX_READ_REGISTERS, "read input registers")
+    return _read(4, address, count, _MAX_READ_REGISTERS, "read input registers")
 
 
 def read_registers(function, address, count):
@@ -136,7 +130,7 @@ def unpack_bits(data, count):
 
 def write_multiple_coils(address, bits):
     count = len(bits)
-    _check_range(address, count, MAX_WRITE_COILS, "write multiple coils")
+    _check_range(address, count, _MAX_WRITE_COILS, "write multiple coils")
     packed = pack_bits(bits)
     head = bytes((15, address >> 8, address & 0xFF, count >> 8, count & 0xFF, len(packed)))
     return Request(15, address, count, head + packed, values=[bool(b) for b in bits])
@@ -153,7 +147,7 @@ def _pack_registers(values, what):
 
 def write_multiple_registers(address, values):
     count = len(values)
-    _check_range(address, count, MAX_WRITE_REGISTERS, "write multiple registers")
+    _check_range(address, count, _MAX_WRITE_REGISTERS, "write multiple registers")
     data = _pack_registers(values, "write multiple registers")
     head = bytes((16, address >> 8, address & 0xFF, count >> 8, count & 0xFF, 2 * count))
     return Request(16, address, count, head + data, values=list(values))
@@ -162,8 +156,8 @@ def write_multiple_registers(address, values):
 def read_write_registers(read_address, read_count, write_address, values):
     # fc 23: the device writes first, then reads (spec 6.17).
     wcount = len(values)
-    _check_range(read_address, read_count, MAX_READ_REGISTERS, "read/write registers (read)")
-    _check_range(write_address, wcount, MAX_RW_WRITE_REGISTERS, "read/write registers (write)")
+    _check_range(read_address, read_count, _MAX_READ_REGISTERS, "read/write registers (read)")
+    _check_range(write_address, wcount, _MAX_RW_WRITE_REGISTERS, "read/write registers (write)")
     data = _pack_registers(values, "read/write registers")
     head = bytes((23, read_address >> 8, read_address & 0xFF, read_count >> 8, read_count & 0xFF,
                   write_address >> 8, write_address & 0xFF, wcount >> 8, wcount & 0xFF, 2 * wcount))
@@ -230,10 +224,10 @@ def response_pdu_length(data, pos=0):
         return 0
     fc = data[pos]
     if fc & 0x80:
-        return 2 if (fc & 0x7F) in FUNCTIONS else -1
-    if fc in (5, 6, 15, 16):
+        return 2 if (fc & 0x7F) in b"\x01\x02\x03\x04\x05\x06\x0f\x10\x17" else -1
+    if fc in b"\x05\x06\x0f\x10":
         return 5
-    if fc in (1, 2, 3, 4, 23):
+    if fc in b"\x01\x02\x03\x04\x17":
         if len(data) <= pos + 1:
             return 0
         bc = data[pos + 1]

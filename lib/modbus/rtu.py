@@ -20,7 +20,7 @@ offset that could still be the start of an incomplete frame are dropped and the
 rest waits for more data.  A frame is at most 256 bytes, so a false start costs
 at most one frame's worth of waiting before its CRC fails and it is skipped.
 """
-from compat import ticks_diff
+from compat import const, ticks_diff
 from crc16 import crc16_modbus
 from modbus import FrameError, ModbusError, ResponseTimeout, SessionBusy, StreamBuffer
 from modbus.pdu import decode_response, response_pdu_length
@@ -33,26 +33,26 @@ TURNAROUND_MS = 100
 # The response timeout is left to the application; 1 s is the common default
 # (a meter answers in tens of ms; slow inverters need several hundred).
 RESPONSE_TIMEOUT_MS = 1000
-BITS_PER_CHAR = 11
+_BITS_PER_CHAR = const(11)
 
 
 def char_us(baud):
     # Time on the wire of one 11-bit character, rounded up.
-    return (BITS_PER_CHAR * 1000000 + baud - 1) // baud
+    return (_BITS_PER_CHAR * 1000000 + baud - 1) // baud
 
 
 def silence_us(baud):
     # Inter-frame silence t3.5: 3.5 characters, fixed 1750 us above 19200 baud (2.5.1.1).
     if baud > 19200:
         return 1750
-    return (35 * BITS_PER_CHAR * 100000 + baud - 1) // baud
+    return (35 * _BITS_PER_CHAR * 100000 + baud - 1) // baud
 
 
 def inter_char_us(baud):
     # Longest gap allowed inside a frame, t1.5: 1.5 characters, 750 us above 19200 baud.
     if baud > 19200:
         return 750
-    return (15 * BITS_PER_CHAR * 100000 + baud - 1) // baud
+    return (15 * _BITS_PER_CHAR * 100000 + baud - 1) // baud
 
 
 def tx_time_us(nbytes, baud):
@@ -60,7 +60,7 @@ def tx_time_us(nbytes, baud):
     # driver-enable pin from the first byte until this has passed (or the UART
     # reports the shift register empty) and must release it within
     # silence_us(baud) after that, because the device may answer then.
-    return (nbytes * BITS_PER_CHAR * 1000000 + baud - 1) // baud
+    return (nbytes * _BITS_PER_CHAR * 1000000 + baud - 1) // baud
 
 
 def encode(unit, pdu):
@@ -205,7 +205,7 @@ class RtuClientSession:
         self._problem = None
         self._echo = frame if self.local_echo else None
         if unit == 0:
-            if req.function not in (5, 6, 15, 16):
+            if req.function not in b"\x05\x06\x0f\x10":
                 raise ValueError("broadcast (unit 0) is for writes only")
             self.framer.expect(0, None)
             return frame  # no answer; wait TURNAROUND_MS before the next request

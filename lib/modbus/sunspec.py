@@ -21,13 +21,14 @@ the "not implemented" pattern (0xFFFF, 0x8000, 0x80000000, acc 0, NaN ...)
 is None, and so is a scaled point whose scale factor is not implemented or
 outside -10..10.  point_scaled() gives an exact int in any power-of-ten unit.
 """
+from compat import const
 from modbus import ModbusError
 from quantities import float_bits_scaled, scale_int
 
 MARKER = (0x5375, 0x6E53)  # "SunS"
 BASES = (40000, 0, 50000)  # 40000 first: most devices use it, saving a round trip
-END_ID = 0xFFFF
-MAX_MODELS = 40
+_END_ID = const(0xFFFF)
+_MAX_MODELS = const(40)
 
 
 class SunSpecError(ModbusError):
@@ -44,7 +45,7 @@ class Discovery:
     (model_id, address of its ID register, length L)
     """
 
-    def __init__(self, bases=BASES, max_models=MAX_MODELS):
+    def __init__(self, bases=BASES, max_models=_MAX_MODELS):
         self.bases = tuple(bases)
         self.max_models = max_models
         self.base = None
@@ -101,7 +102,7 @@ class Discovery:
             self._header(self._next, registers[0], registers[1])
 
     def _header(self, address, model_id, length):
-        if model_id == END_ID or (model_id == 0 and length == 0):
+        if model_id == _END_ID or (model_id == 0 and length == 0):
             self._finish()
             return
         if len(self.models) >= self.max_models:

@@ -15,12 +15,12 @@ resynchronisation: decode raises FrameError("bad_mbap"), the session drops
 its buffer and reports the error with tid None; the firmware adapter should
 close and reopen the connection (outstanding transactions then time out).
 """
-from compat import ticks_diff
+from compat import const, ticks_diff
 from modbus import FrameError, ModbusError, ResponseMismatch, ResponseTimeout, SessionBusy, StreamBuffer
 from modbus.pdu import decode_response
 
 MAX_ADU = 260  # 7-byte MBAP header + 253-byte PDU
-DEFAULT_PORT = 502
+_DEFAULT_PORT = const(502)
 RESPONSE_TIMEOUT_MS = 3000
 
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st  # noqa: E402
 import meterprofile  # noqa: E402
 import quantities  # noqa: E402
 from crc16 import crc16_modbus  # noqa: E402
-from modbus import EXCEPTION_NAMES, ModbusError, ModbusException, pdu, rtu, sunspec, tcp  # noqa: E402
+from modbus import ModbusError, ModbusException, exception_name, pdu, rtu, sunspec, tcp  # noqa: E402
 
 pymodbus = pytest.importorskip("pymodbus")
 from pymodbus.framer import FramerRTU, FramerSocket  # noqa: E402
@@ -135,7 +135,7 @@ def test_exception_responses_from_pymodbus(case, code):
     ((unit, exc),) = s.feed(frame)
     assert unit == UNIT
     assert isinstance(exc, ModbusException) and exc.code == code and exc.function == ours.function
-    assert exc.name == EXCEPTION_NAMES[code] and exc.name != "unknown exception"
+    assert exc.name == exception_name(code) and exc.name != "unknown exception"
 
 
 @settings(max_examples=300, deadline=None)

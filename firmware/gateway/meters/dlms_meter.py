@@ -11,7 +11,7 @@ from compat import const, ticks_diff, ticks_ms
 from dlms import acse, cosem, hdlc
 from dlms.acse import AssociationError
 from dlms.apdu import AccessError, DlmsError, ServiceException
-from dlms.client import CipheringError, Client, HdlcTransport, TransportError, WrapperTransport
+from dlms.client import CipheringError, Client, HdlcTransport, TransportError
 from dlms.obis import Obis
 from gateway.meters import MeterError
 from gateway.meters.dlms_common import Counters, derive, obis_text, quantity_of, to_quantity
@@ -120,6 +120,7 @@ class Driver:
                 cfg["server"], cfg["physical"], cfg["client"],
                 cfg.get("bus") or "uart%d" % cfg.get("uart", 0), self.bus.describe())
         else:
+            from dlms.wrapper_transport import WrapperTransport
             from gateway.meters.tcp import TcpLink
 
             self.tcp = TcpLink(cfg["host"], cfg["port"], self.timeout)

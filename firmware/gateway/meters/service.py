@@ -26,6 +26,7 @@
 # exception leaves a meter's task: a failing meter is counted, logged when
 # its state changes, retried and backed off, and the others keep running.
 import gc
+import sys
 import time
 
 import asyncio
@@ -143,6 +144,9 @@ class MeterService:
                 log("meter %s not started: %s" % (h.name, h.problem))
             self.meters.append(h)
             gc.collect()  # each driver's start-up garbage, before the next one loads
+        # every profile is loaded: their checks are not needed again
+        if sys.modules.pop("meterprofile_load", None) is not None:
+            gc.collect()
 
     # ---- what drivers ask for ----
 
