@@ -115,6 +115,23 @@ class IntervalEngine:
             return None
         return (EPOCH_2020 + m[_BASE_S], m[_BASE_IMP], m[_BASE_EXP])
 
+    def restore(self, meter_index, ts, import_register_wh, export_register_wh):
+        # Take back a baseline() kept across a reboot: the next sample's
+        # reading starts at that boundary, interpolated from it, so readings
+        # tile time across the downtime. Bad values raise and change nothing.
+        m = self._state[self._meter(meter_index)]
+        if not _is_int(ts) or not EPOCH_2020 <= ts < _UNIX_END or ts % self._length_s:
+            self._invalid("time", "boundary", ts)
+        for v in (import_register_wh, export_register_wh):
+            if not _is_int(v) or not 0 <= v <= MAX_REGISTER:
+                self._invalid("register", "register", v)
+        s = ts - EPOCH_2020
+        m[_BASE] = 1
+        m[_BASE_S] = s
+        m[_BASE_IMP] = import_register_wh
+        m[_BASE_EXP] = export_register_wh
+        self._hold(m, s, 0, import_register_wh, export_register_wh, 0)
+
     def _meter(self, meter_index):
         if not _is_int(meter_index) or not 0 <= meter_index < self.meters:
             self.stats["invalid"] += 1

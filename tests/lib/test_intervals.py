@@ -441,3 +441,37 @@ def test_samples_within_an_interval_allocate_nothing():
             unlock()
     assert got is not None, "sample() allocated"
     assert all(x is None for x in got)
+
+
+def test_a_restored_baseline_tiles_time_across_a_reboot():
+    # Before the reboot: a reading closes 00:30; its boundary is kept.
+    e = IntervalEngine(15, 1)
+    e.sample(0, T0 + 600, 1000, 500, 7)
+    e.sample(0, T0 + 1200, 1060, 500, 7)  # baseline at 900: 1030
+    r1 = e.sample(0, T0 + 2000, 1140, 500, 7)  # at 1800: 1060 + 80 * 600 / 800
+    assert as_tuple(r1) == (0, T0 + 1800, 15, 90, 0, 1120, 500, 7), as_tuple(r1)
+    kept = e.baseline(0)
+    assert kept == (T0 + 1800, 1120, 500)
+    # After it, a new engine with the baseline back:
+    e2 = IntervalEngine(15, 1)
+    e2.restore(0, *kept)
+    assert e2.baseline(0) == kept
+    assert e2.sample(0, T0 + 2000, 1140, 500, 7) is None  # still the interval it opens
+    # Down until 01:35: one sample crossing four boundaries closes one
+    # 60-minute reading from the kept boundary, interpolated over the
+    # downtime: at 5400, 1120 + 390 * 3600 / 3900 and 500 + 39 * 3600 / 3900.
+    e3 = IntervalEngine(15, 1)
+    e3.restore(0, *kept)
+    r = e3.sample(0, T0 + 5700, 1510, 539, 9)
+    assert as_tuple(r) == (0, T0 + 5400, 60, 360, 36, 1480, 536, 0), as_tuple(r)
+    assert r.ts - r.interval_min * 60 == kept[0]
+
+
+def test_restore_refuses_garbage_and_changes_nothing():
+    e = IntervalEngine(15, 2)
+    for args, reason in (((0, T0 + 7, 1, 1), "time"), ((0, "x", 1, 1), "time"),
+                         ((0, T0, -1, 1), "register"), ((0, T0, 1, intervals.MAX_REGISTER + 1), "register"),
+                         ((2, T0, 1, 1), "meter"), ((0, T0, True, 1), "register")):
+        ex = raises(IntervalError, e.restore, *args)
+        assert ex.reason == reason, (args, ex)
+        assert e.baseline(0) is None
