@@ -40,6 +40,7 @@ NO_DATA = "no_data"  # fail-safe: no meter data
 STALE = "stale"  # fail-safe: meter data older than stale_ms
 HUB_LOST = "hub_lost"  # fail-safe: hub unreachable past its timeout
 REQUESTED = "requested"  # fail-safe: request_safe()
+CLICK = "click_test"  # a relay switched by click() in a requested hold
 
 # (name, default, lo, hi); bool fields take True/False, hi None: no top.
 _SCHEMA = (
@@ -84,6 +85,18 @@ def _check_int(value, name, lo, hi, reason, field=None):
     if value < lo or (hi is not None and value > hi):
         raise EnvelopeError(reason, "%s must be %d..%s, got %d" % (
             name, lo, "" if hi is None else hi, value), field)
+
+
+def running(live):
+    # Which device still draws by the live data: "ev", "battery", or None
+    # (both idle, or no data). The relay click test waits for None.
+    if live is None:
+        return None
+    if live.ev_ma >= _EV_DRAWING_MA:
+        return "ev"
+    if abs(live.battery_w) >= _BATTERY_RUNNING_W:
+        return "battery"
+    return None
 
 
 def _ceil_div(a, b):
@@ -215,6 +228,7 @@ class Dispatcher:
         self.ev_relay = self._guard(start_ms)
         self._last_ms = start_ms
         self._safe_request = None
+        self._click = None  # (relay name, closed) while a click test runs
 
     def _guard(self, start_ms):
         lim = self.limits
@@ -229,6 +243,27 @@ class Dispatcher:
 
     def clear_safe(self):
         self._safe_request = None
+        self._click = None
+
+    def held(self):
+        # Why request_safe() holds the fail-safe, or None.
+        return self._safe_request
+
+    def click(self, relay=None, closed=False):
+        # The technician's relay click test, only inside a requested hold
+        # (setpoints stay 0): relay "battery" or "ev" is asked closed or
+        # open through its guard, so its dwell and rate still apply. None
+        # ends the test; the hold's next step opens and latches it again.
+        if relay is None:
+            self._click = None
+            return
+        if relay != "battery" and relay != "ev":
+            raise EnvelopeError("arg", "relay must be battery or ev, got %r" % (relay,))
+        if closed is not True and closed is not False:
+            raise EnvelopeError("arg", "closed must be True or False")
+        if self._safe_request is None:
+            raise EnvelopeError("arg", "a click test needs request_safe() first")
+        self._click = (relay, closed)
 
     def set_departure(self, departure_ms, target_wh):
         # A new EV session's departure (monotonic ms, 0: none) and energy (Wh).
@@ -274,16 +309,26 @@ class Dispatcher:
         act = Actions()
         act.failsafe = why
         act.battery_reason = act.ev_reason = FAILSAFE
-        # A relay the config keeps as it is stays so, with its setpoint at 0.
-        if lim.failsafe_open_battery:
-            act.battery_relay_reason = FAILSAFE
-            self.battery_relay.force_safe(now_ms)
-        if lim.failsafe_open_ev:
-            act.ev_relay_reason = FAILSAFE
-            self.ev_relay.force_safe(now_ms)
+        act.battery_relay_reason = self._hold(self.battery_relay, "battery", lim.failsafe_open_battery,
+                                              now_ms)
+        act.ev_relay_reason = self._hold(self.ev_relay, "ev", lim.failsafe_open_ev, now_ms)
         act.battery_relay = self.battery_relay.closed
         act.ev_relay = self.ev_relay.closed
         return act
+
+    def _hold(self, guard, name, opens, now_ms):
+        # One relay in the fail-safe -> its reason. A click test asks
+        # through the guard; otherwise it opens at once, unless the config
+        # keeps it as it is (its setpoint is 0 either way).
+        click = self._click
+        if click is not None and click[0] == name:
+            guard.release()
+            guard.request(click[1], now_ms)
+            return guard.reason or CLICK
+        if opens:
+            guard.force_safe(now_ms)
+            return FAILSAFE
+        return None
 
     def _dispatch(self, now_ms, live, targets):
         lim = self.limits

@@ -71,6 +71,8 @@ class App:
         self.commands.add("net", self.cmd_net, "WiFi, MQTT, round trip, reconnects, uplink and NTP counters")
         self.commands.add("journal", self.cmd_journal,
                           "store-and-forward journal: depth, oldest unacknowledged, capacity")
+        self.commands.add("trades", self.cmd_trades,
+                          "trading: the current interval, the plans and orders ahead, settlements, balance")
         self.commands.add("relays", self.cmd_relays, "the battery and EV relays: state, why, switch counts, pins")
         self.commands.add("ev", self.cmd_ev,
                           "EV charging: pilot, current, target and its source; MA (0, 6000..32000) or auto: "
@@ -85,10 +87,27 @@ class App:
                           (Arg("what", "choice", choices=("status", "pin", "challenge", "respond", "logout",
                                                           "setpin"), optional=True),
                            Arg("arg", optional=True, maxlen=64)))
+        from gateway.logring import LogRing
+
+        usbconsole.ring = LogRing(self.config["log_lines"], self.mono.ms)  # from here say() keeps its lines
+        self.commands.add("log", self.cmd_log, "the last N console log lines (default 20), uptime s first",
+                          (Arg("n", "int", 1, 100, optional=True),))
+        # one word per argument: a value with spaces cannot be set here (docs/console.md)
+        self.commands.add("config", self.cmd_config, "get [PATH]: the values in effect; set PATH VALUE: "
+                          "saved to /config.json for the next reboot (needs auth)",
+                          (Arg("what", "choice", choices=("get", "set")), Arg("path", optional=True, maxlen=48),
+                           Arg("value", optional=True, maxlen=80)))
+        self.commands.add("selftest", self.cmd_selftest, "meters, key, clock, journal, heap: ok or FAIL; "
+                          "relays [confirm]: click each relay once (confirm needs auth)",
+                          (Arg("what", "choice", choices=("relays",), optional=True),
+                           Arg("confirm", "choice", choices=("confirm",), optional=True)))
+        self._clicks = None  # selftest.RelayClick, made at the first `selftest relays`
         self.meters = None
         self.hub = None
         self.readings = None
         self.control = None
+        self.trading = None
+        self.trading_problem = "needs control.grid_meter, a hub and household.trading"
         self.gate = None
         self._said_ms = -1000
         self._said = self._unsaid = 0
@@ -118,6 +137,19 @@ class App:
                 hub, offline_ms = self.hub, self.config["mqtt"]["hub_offline_s"] * 1000
                 self.control.hub_lost = lambda: hub.unreachable_ms() > offline_ms
                 self.control.clock_s = hub.now_s
+                if self.config["household"]["trading"] and self.control.dispatcher is not None:
+                    self._start_trading()
+        self.ha = None
+        if self.config["ha_discovery"] and self.hub is not None:
+            # Imported only when on: Home Assistant discovery costs no heap by default.
+            from gateway.net.homeassistant import HomeAssistant
+
+            # the settled balance; None (HA: unknown) without trading
+            self.ha = self.hub.ha = HomeAssistant(self.config, self.hub, self.meters, self.control, VERSION,
+                                                  self._balance, usbconsole.say)
+
+    def _balance(self):
+        return None if self.trading is None else self.trading.balance
 
     def _start_hub(self):
         # -> why the gateway does not talk to a hub, or None when it does
@@ -141,9 +173,23 @@ class App:
         self._kid = key.kid  # the technician's login is loaded at its first use, not at boot
         return None
 
+    def _start_trading(self):
+        from gateway.trading import Trading
+        from trade.agent import AgentError
+
+        try:
+            self.trading = Trading(self.config, self.hub, self.control, self.mono, usbconsole.say)
+        except AgentError as e:  # tariff or household values the agent refuses
+            self.trading_problem = str(e)
+            usbconsole.say("trading: off: %s" % e)
+            return
+        self.control.on_step = self.trading.step
+
     def on_hub_message(self, msg, raw):
         # Verified hub messages other than ACKs, and witness requests (msg None).
         if msg is None or msg.type != 7:  # COMMAND
+            if self.trading is not None:
+                self.trading.on_message(msg, raw)
             return
         now_s = self.hub.now_s()
         if self.control is None or now_s is None:
@@ -278,6 +324,11 @@ class App:
             self.tech = Technician(self._kid, self.mono, usbconsole.say)
         return self.tech
 
+    def cmd_trades(self):
+        if self.trading is None:
+            return "no trading: %s" % self.trading_problem
+        return table(self.trading.rows())
+
     def cmd_relays(self):
         rows = list(self._need_control().relay_rows())
         if self.gate is not None:
@@ -329,6 +380,47 @@ class App:
     def cmd_auth(self, what="status", arg=None):
         return self._need_tech().cmd_auth(what, arg)
 
+    def cmd_log(self, n=20):
+        ring = usbconsole.ring
+        # Written line by line: a 100-line answer as one list would not fit the heap.
+        usbconsole.write("log: last %d of %d lines kept (ring of %d, %d said since boot)\r\n" % (
+            min(n, ring.kept), ring.kept, ring.size, ring.said))
+        for t, text in ring.tail(n):
+            usbconsole.write("%6d  %s\r\n" % (t, text.replace("\r", " ").replace("\n", " ")))
+
+    def cmd_config(self, what, path=None, value=None):
+        from gateway import settings
+
+        if what == "get":
+            if value is not None:
+                raise ConsoleError("usage: config get [PATH]")
+            return settings.show(path)
+        if path is None or value is None:
+            raise ConsoleError("usage: config set PATH VALUE (one word; \"\" for empty)")
+        self._need_tech().require()
+        line = settings.save(path, value)
+        usbconsole.say("console: config %s saved for the next reboot" % line)
+        return "saved: %s; takes effect at the next reboot" % line
+
+    def cmd_selftest(self, what=None, confirm=None):
+        from gateway import settings  # its unload() gives the checks' modules back
+
+        before = list(sys.modules)
+        from gateway import selftest
+
+        try:
+            if what is None:
+                return selftest.rows(self)
+            if self._clicks is None:
+                self._clicks = selftest.RelayClick(self._need_control(), self.board, self.mono, usbconsole.say)
+            if confirm is None:
+                return self._clicks.plan()
+            self._need_tech().require()
+            return self._clicks.confirm()
+        finally:
+            if self._clicks is None:
+                settings.unload(before)
+
     def cmd_reboot(self, delay_ms=100):
         asyncio.create_task(self._reboot(delay_ms))
         return "rebooting in %d ms" % delay_ms
@@ -375,6 +467,8 @@ class App:
             self.hub.start()
         if self.control is not None:
             asyncio.create_task(self.control.run())
+        if self.ha is not None:
+            asyncio.create_task(self.ha.run())
         await self.crashed.wait()
         raise self.crash or RuntimeError("app task failed")
 

@@ -69,6 +69,7 @@ class Control:
         self.agent = envelope.Targets()  # the trading agent's, replaced as it plans
         self.commands = {}  # kind -> Command from the hub, while active
         self.manual = {}  # kind -> (value, until mono ms) from the technician
+        self.on_step = None  # called after each step: the trading agent's turn
         self.hub_lost = None  # callable -> True once the hub is unreachable past its timeout
         self.clock_s = None  # callable -> unix s or None (commands' windows)
         self.act = None  # the last Actions
@@ -284,6 +285,8 @@ class Control:
             return
         while True:
             await self.step()
+            if self.on_step is not None:
+                self.on_step()
             await asyncio.sleep_ms(self.period_ms)
 
     # ---- console ----

@@ -7,6 +7,8 @@ import asyncio
 
 from techconsole import PROMPT, LineAssembler
 
+ring = None  # the app's logring.LogRing: say() keeps its lines for `log`
+
 
 def write(text):
     sys.stdout.write(text)
@@ -14,6 +16,8 @@ def write(text):
 
 def say(line):
     # An unsolicited line (heartbeat, log): on a line of its own.
+    if ring is not None:
+        ring.add(line)
     write("\r\n" + line + "\r\n" + PROMPT)
 
 

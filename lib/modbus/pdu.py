@@ -165,8 +165,12 @@ def read_write_registers(read_address, read_count, write_address, values):
 
 
 def registers_from_bytes(data, pos, count):
-    # count big-endian 16-bit registers from data[pos:] as a list of ints.
-    return [(data[pos + 2 * i] << 8) | data[pos + 2 * i + 1] for i in range(count)]
+    # count big-endian 16-bit registers from data[pos:] as a list of ints;
+    # sized once: a growing list on a fragmented heap needs ever larger blocks
+    regs = [0] * count
+    for i in range(count):
+        regs[i] = (data[pos + 2 * i] << 8) | data[pos + 2 * i + 1]
+    return regs
 
 
 def decode_response(request, pdu):

@@ -115,6 +115,10 @@ class Forecaster:
         s = self.slot(self._start(interval_start_s))
         return _div_round(self._load[s], _SCALE), _div_round(self._pv[s], _SCALE)
 
+    def days_seen(self, interval_start_s):
+        # -> how many days the slot of interval_start_s has been observed (0..days)
+        return self._count[self.slot(self._start(interval_start_s))]
+
     def explain(self, interval_start_s):
         s = self.slot(self._start(interval_start_s))
         days = self._count[s]

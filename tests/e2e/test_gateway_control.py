@@ -78,6 +78,7 @@ def rig(tmp_path_factory, broker):
             "mqtt": {"host": "127.0.0.1", "port": broker.port, "hub_offline_s": 600},
             "ntp": {"host": "127.0.0.1", "port": ntp.port},
             "hub": {"key": hub.key.cose_key().hex()},
+            "household": {"trading": False},  # only the commands and the technician move anything here
             "meters": [
                 {"name": "grid", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": sim.port,
                  "unit": 1, "profile": "sdm630", "period_s": 1, "timeout_ms": 1000},

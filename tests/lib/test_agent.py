@@ -75,10 +75,10 @@ def test_forecaster_learns_the_daily_shape():
 def test_forecaster_averages_then_weights_new_days():
     f = Forecaster(15, days=4)
     t = DAY + 10 * 3600
-    assert f.forecast(t) == (0, 0) and "no data" in f.explain(t)
+    assert f.forecast(t) == (0, 0) and "no data" in f.explain(t) and f.days_seen(t) == 0
     f.observe(t, 100, 1000)
     assert f.forecast(t) == (100, 1000)
-    assert "average of 1 day" in f.explain(t), f.explain(t)
+    assert "average of 1 day" in f.explain(t) and f.days_seen(t) == 1, f.explain(t)
     f.observe(t + 86400, 200, 0)  # running mean over the first days
     assert f.forecast(t) == (150, 500)
     f.observe(t + 2 * 86400, 300, 500)

@@ -56,7 +56,8 @@ class Uplink:
     of the hub. link: a gateway.net.mqtt.MqttLink (not yet running). clock:
     anything with ack_time(hub_ts), given the time of each verified ACK.
     on_inbound(message, raw): hub messages other than ACKs (TRADE,
-    SETTLEMENT, COMMAND) and unsigned witness requests (message None)."""
+    SETTLEMENT, COMMAND) and unsigned witness requests (message None).
+    on_signed(seq, kind, signed): each message as it is first signed."""
 
     def __init__(self, key, hub_key, community, journal, seq_path, link, clock=None, log=print,
                  on_inbound=None, resend_ms=30000):
@@ -67,6 +68,7 @@ class Uplink:
         self.clock = clock
         self.log = log
         self.on_inbound = on_inbound
+        self.on_signed = None
         self.resend_ms = resend_ms
         st = journal.stats()
         floor = max(st["newest"] or 0, st["acked"] or 0) + 1
@@ -80,6 +82,7 @@ class Uplink:
         link.subscriptions.append(self.in_topic)
         self._wake = asyncio.Event()
         self._sent_upto = None  # the highest seq published in this session
+        self._signed_upto = 0  # the highest seq handed to on_signed
         self._session = -1
         self._oldest = None  # the oldest unacknowledged seq, and since when it is
         self._oldest_ms = ticks_ms()
@@ -102,7 +105,7 @@ class Uplink:
 
     # ---- from the hub ----
 
-    def _hub_lookup(self, kid):
+    def hub_lookup(self, kid):
         return (self.hub_x, self.hub_y) if kid == self.hub_kid else None
 
     def _on_message(self, topic, payload):
@@ -114,7 +117,7 @@ class Uplink:
                 self.on_inbound(None, payload)
             return
         try:
-            m = messages.open_signed(payload, self._hub_lookup)
+            m = messages.open_signed(payload, self.hub_lookup)
         except (messages.ProtocolError, cose.CoseError) as e:
             self.rejected += 1
             # the reasons lib/trade/commands.py gives, for one vocabulary in the log
@@ -192,6 +195,10 @@ class Uplink:
             if topic is None:
                 continue
             signed = cose.sign1(data, self.key.kid, self.key)
+            if seq > self._signed_upto:
+                self._signed_upto = seq
+                if self.on_signed is not None:
+                    self.on_signed(seq, kind, signed)
             if not await self.link.publish(topic, signed):
                 return  # link lost: the next session starts from the oldest again
             self._sent_upto = seq
