@@ -109,3 +109,15 @@ def test_bad_arguments():
     assert raises(DiscoveryError, ha.configs, KID_HEX, "x", version=1).reason == "text"
     assert raises(DiscoveryError, ha.configs, KID_HEX, "x", currency="euro").reason == "text"
     assert raises(DiscoveryError, ha.state_topic, "zz").reason == "kid"
+
+
+def test_short_configs_carry_the_same_values_in_fewer_bytes():
+    # HA's abbreviations (uniq_id, stat_t, avty_t, ...) for the same entities
+    longs = ha.configs(KID_HEX, "elm-street", version="0.1.0")
+    shorts = list(ha.iter_configs(KID_HEX, "elm-street", version="0.1.0", short=True))
+    assert [t for t, _ in shorts] == [t for t, _ in longs]
+    for (_, lp), (_, sp) in zip(longs, shorts):
+        lc, sc = json.loads(lp), json.loads(sp)
+        assert len(sp) < len(lp), (len(sp), len(lp))
+        assert sc["uniq_id"] == lc["unique_id"] and sc["stat_t"] == lc["state_topic"]
+        assert sc["avty_t"] == lc["availability_topic"] and sc["val_tpl"] == lc["value_template"]
