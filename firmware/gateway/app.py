@@ -1,7 +1,6 @@
 # The gateway app: an asyncio loop with the watchdog, the heartbeat and
 # the technician console. Later capabilities add their tasks here.
 import gc
-import os
 import sys
 
 import asyncio
@@ -42,10 +41,7 @@ def _load_int(path):
 
 
 def _save_int(path, n):
-    tmp = path + ".new"
-    with open(tmp, "w") as f:
-        f.write("%d\n" % n)
-    os.rename(tmp, path)
+    boot.write_atomic(path, "%d\n" % n)
 
 
 class App:

@@ -38,16 +38,20 @@ def load_record():
         return BootRecord()
 
 
+def write_atomic(path, data):
+    # A new file, then a rename: a power cut leaves the old content or the new.
+    tmp = path + ".new"
+    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    os.rename(tmp, path)
+
+
 def save_record(rec):
-    # Write then rename: a power cut leaves the old record or the new one.
     try:
         os.mkdir(STATE_DIR)
     except OSError:
         pass
-    tmp = RECORD + ".new"
-    with open(tmp, "wb") as f:
-        f.write(rec.encode())
-    os.rename(tmp, RECORD)
+    write_atomic(RECORD, rec.encode())
 
 
 def mark_app_start():

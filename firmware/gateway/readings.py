@@ -9,9 +9,7 @@
 # written before the reading goes into the journal, with the reading's
 # seq and energies: if the journal did not get that seq (power lost in
 # between), the boundary before it holds again and the interval is read anew.
-import os
-
-from gateway.boot import STATE_DIR
+from gateway.boot import STATE_DIR, write_atomic
 from intervals import IntervalEngine, IntervalError
 from journal import JournalError
 from trade import messages
@@ -66,11 +64,8 @@ class IntervalReadings:
             line = "0 %d 0 %d %d 0 0\n" % (ts, imp, exp)
         else:
             line = "%d %d %d %d %d %d %d\n" % (seq, ts, r.interval_min, imp, exp, r.import_wh, r.export_wh)
-        path = self._path(name)
         try:
-            with open(path + ".new", "w") as f:
-                f.write(line)
-            os.rename(path + ".new", path)
+            write_atomic(self._path(name), line)
         except OSError as e:
             self.errors += 1
             self.log("readings: %s: baseline not kept: %s" % (name, e))

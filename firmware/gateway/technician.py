@@ -4,7 +4,7 @@
 # never shortens a lock.
 import os
 
-from gateway.boot import STATE_DIR
+from gateway.boot import STATE_DIR, write_atomic
 from techauth import AuthError, TechAuth, make_pin_record
 from techconsole import ConsoleError
 
@@ -19,13 +19,6 @@ def _read(path):
             return f.read()
     except OSError:
         return None
-
-
-def _write(path, data):
-    tmp = path + ".new"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.rename(tmp, path)
 
 
 class Technician:
@@ -57,7 +50,7 @@ class Technician:
         return self.mono.ms() // 1000
 
     def _save(self):
-        _write(_STATE_PATH, self.auth.state(self.now()))
+        write_atomic(_STATE_PATH, self.auth.state(self.now()))
 
     def require(self):
         # For a command that changes something: ConsoleError without a login.
@@ -105,7 +98,7 @@ class Technician:
             if arg is None or not 4 <= len(arg) <= 12 or not arg.isdigit():
                 raise ConsoleError("a PIN is 4 to 12 digits")
             record = make_pin_record(arg, os.urandom(16))
-            _write(PIN_PATH, record)
+            write_atomic(PIN_PATH, record)
             self.auth = TechAuth(self.kid, record, _read(KEY_PATH), a.session_s)
             self.has_pin, self.pin_broken = True, False
             self.log("auth: PIN set")

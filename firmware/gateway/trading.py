@@ -11,9 +11,7 @@
 #   start);
 # - the agent's targets for now go to control.agent, below the hub's
 #   commands and the technician's setpoints, and always through the envelope.
-import os
-
-from gateway.boot import STATE_DIR
+from gateway.boot import STATE_DIR, write_atomic
 from journal import JournalError
 from trade import messages
 from trade.agent import Agent, AgentError, Forecaster
@@ -45,12 +43,6 @@ def _read_words(path):
             return f.read().split()
     except OSError:
         return None
-
-
-def _write(path, text):
-    with open(path + ".new", "w") as f:
-        f.write(text)
-    os.rename(path + ".new", path)
 
 
 class Trading:
@@ -143,7 +135,7 @@ class Trading:
         amount = msg["amount"] if sold else -msg["amount"]
         self.balance += amount
         try:
-            _write(_BALANCE, "%d\n" % self.balance)
+            write_atomic(_BALANCE, "%d\n" % self.balance)
         except OSError as e:
             self.log("trading: balance not saved: %s" % e)
         self.settlements.append((tid, msg["delivered_wh"], amount, msg["status"]))
@@ -173,7 +165,7 @@ class Trading:
         self.witnessed += 1
         height, block = self.witness.last_block()
         try:
-            _write(_TOP, "%d %s\n" % (height, block.hex()))
+            write_atomic(_TOP, "%d %s\n" % (height, block.hex()))
         except OSError:
             pass  # the chain check restarts from the next block after a reboot
         self.log("witnessed block %d: %d of ours proven, %d unchecked" % (
