@@ -55,7 +55,6 @@ class Trading:
         self.kid = hub.key.kid
         self.rate = config["clock_rate"]
         self.ev_target_wh = config["household"]["ev_target_wh"]
-        self.ev_departure = config["household"]["ev_departure"]
         self.utc_offset_min = config["utc_offset_min"]
         lim = control.limits
         ev_drive = control.pwm is not None or control.ev is not None
@@ -248,13 +247,13 @@ class Trading:
             return
         self._plugged = plugged
         d = self.control.dispatcher
-        if not plugged or not self.ev_departure or not self.ev_target_wh:
+        departure = self.agent.departure_min  # parsed once by the agent; None: no plan
+        if not plugged or departure is None or not self.ev_target_wh:
             d.set_departure(0, 0)
             return
         now_s = self.hub.now_s()
         local_min = (now_s // 60 + self.utc_offset_min) % 1440
-        h, m = int(self.ev_departure[:2]), int(self.ev_departure[3:])
-        until_s = ((h * 60 + m - local_min) % 1440 or 1440) * 60
+        until_s = ((departure - local_min) % 1440 or 1440) * 60
         # monotonic ms are device time: simulated seconds pass `rate` times faster
         d.set_departure(self.mono.ms() + until_s * 1000 // self.rate, self.ev_target_wh)
         self.log("trading: EV plugged in; departure in %d min, %d Wh wanted" % (until_s // 60,
