@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench fuzz venv clean ensure-broker
+.PHONY: test demo bench fuzz soak venv clean ensure-broker
 
 venv: $(STAMP)
 
@@ -35,3 +35,9 @@ clean:
 FUZZ_ITERATIONS ?= 100000
 fuzz: $(STAMP)
 	PGW_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) PGW_MP_TIMEOUT=3600 $(PY) -m pytest tests/lib -k fuzz
+
+# The gateway's day (tests/e2e/test_gateway_day.py) with 200 SIGKILLs instead
+# of 20, at a slower rate so that the board gets work done between kills:
+# about 12 minutes (docs/testing.md).
+soak: $(STAMP) ensure-broker
+	PGW_SOAK=1 $(PY) -m pytest tests/e2e/test_gateway_day.py

@@ -138,7 +138,8 @@ def build(dest):
             rel = src.relative_to(tree)
             if "__pycache__" in rel.parts or (tree.name == "firmware" and rel.as_posix() in SOURCE_FILES):
                 continue
-            _cross(src, dest / rel.with_suffix(".mpy"), rel.as_posix())
+            # source name = the import path, as `pgw deploy` compiles (one qstr, not two)
+            _cross(src, dest / rel.with_suffix(".mpy"), "/rom/" + rel.with_suffix(".mpy").as_posix())
             parts = rel.with_suffix("").parts
             ours.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     try:
@@ -151,11 +152,11 @@ def build(dest):
         stub.write_text(_UMQTT_STANDIN)
         deps = {"umqtt/simple.py": stub}
     for rel, src in deps.items():
-        _cross(src, dest / Path(rel).with_suffix(".mpy"), rel)
+        _cross(src, dest / Path(rel).with_suffix(".mpy"), "/rom/" + Path(rel).with_suffix(".mpy").as_posix())
     for name, text in _STANDINS.items():
         src = dest.parent / name
         src.write_text(text)
-        _cross(src, dest / "_standin" / Path(name).with_suffix(".mpy"), name)
+        _cross(src, dest / "_standin" / Path(name).with_suffix(".mpy"), "/rom/_standin/" + Path(name).with_suffix(".mpy").as_posix())
     files = {"/" + p.relative_to(dest).as_posix(): p for p in dest.rglob("*") if p.is_file()}
     Path(str(dest) + ".romfs").write_bytes(romfs_image(files))
     return ours

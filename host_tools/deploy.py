@@ -98,9 +98,17 @@ def compile_mpy(src, dest, arch, source_name):
         raise DeployError(f"mpy-cross failed on {src}:\n{proc.stderr.strip()}")
 
 
-def build(board):
-    """Compile everything for `board`; return {device path: local file}."""
-    out = BUILD / board.name
+def build(board, rom=False):
+    """Compile everything for `board`; return {device path: local file}.
+
+    Each module's source name (what tracebacks print) is the path the board
+    imports it from, under /rom when it goes into the ROMFS image (`rom`).
+    The import system interns that path as the module's __file__ anyway, so
+    the two share one qstr instead of costing two: about 70 qstrs fewer,
+    which keeps the full app below the qstr pool's next doubling.
+    """
+    out = BUILD / board.name / ("rom" if rom else "files")
+    prefix = "/rom" if rom else ""
     files = {}
 
     def add_tree(tree, device_root):
@@ -112,8 +120,9 @@ def build(board):
                 files["/" + rel.as_posix()] = src
                 continue
             dest = out / device_root.strip("/") / rel.with_suffix(".mpy")
-            compile_mpy(src, dest, board.mpy_cross_arch, rel.as_posix())
-            files[device_root + rel.with_suffix(".mpy").as_posix()] = dest
+            path = device_root + rel.with_suffix(".mpy").as_posix()
+            compile_mpy(src, dest, board.mpy_cross_arch, prefix + path)
+            files[path] = dest
 
     add_tree(FIRMWARE, "/")
     add_tree(LIB, "/lib/")
@@ -124,8 +133,9 @@ def build(board):
             files["/lib/" + rel.as_posix()] = src
     for rel, src in devicedeps.fetch_all().items():
         dest = out / "lib" / Path(rel).with_suffix(".mpy")
-        compile_mpy(src, dest, board.mpy_cross_arch, rel)
-        files["/lib/" + Path(rel).with_suffix(".mpy").as_posix()] = dest
+        path = "/lib/" + Path(rel).with_suffix(".mpy").as_posix()
+        compile_mpy(src, dest, board.mpy_cross_arch, prefix + path)
+        files[path] = dest
     board_json = out / "board.json"
     board_json.write_text(json.dumps(board.device_config(), sort_keys=True, separators=(",", ":")))
     files["/board.json"] = board_json
@@ -238,10 +248,10 @@ def deploy(port, board_name=None, force=False, reset=True, romfs=True,
     try:
         transport.enter_raw_repl(soft_reset=True)
         board = load_board(_choose_board(transport, board_name))
-        out(f"deploy: building for {board.name} (mpy-cross -march={board.mpy_cross_arch})")
-        files = build(board)
-        _check_mpy(transport, files)
         rom_size = int(transport.exec(_ROM_PROBE).decode())
+        out(f"deploy: building for {board.name} (mpy-cross -march={board.mpy_cross_arch})")
+        files = build(board, rom=bool(rom_size and romfs))
+        _check_mpy(transport, files)
         image = None
         if rom_size and romfs:
             image = romfs_image({p: f for p, f in files.items() if p not in FILESYSTEM_ONLY})
@@ -293,8 +303,10 @@ def deploy(port, board_name=None, force=False, reset=True, romfs=True,
             # boot afresh (raw REPL, boot.py only) before running any of them.
             transport.exit_raw_repl()
             transport.enter_raw_repl(soft_reset=True)
-        # New firmware deserves a fresh start: forget earlier crash counts.
+        # New firmware deserves a fresh start: forget earlier crash counts,
+        # and check the config against this firmware's schema at the next boot.
         transport.exec("from gateway import boot as b\nb.record = b.load_record()\nb.leave_safe_mode()")
+        transport.exec("import os\ntry:\n    os.remove('/state/config.checked')\nexcept OSError:\n    pass")
         if reset:
             transport.exec_raw_no_follow("import machine\nmachine.reset()")
             out("deploy: board reset")

@@ -198,7 +198,7 @@ def _utf8_valid(b):
 
 
 # smallest argument each additional info 24..27 may carry in canonical form
-_SHORTEST = (24, 0x100, 0x10000, 0x100000000)
+_SHORTEST = const((24, 0x100, 0x10000, 0x100000000))
 
 
 def loads(data, max_depth=16, max_items=1024, canonical=False):

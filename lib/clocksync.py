@@ -12,11 +12,13 @@
 # Nothing may be signed while `synced()` is false: before the first sync and
 # once the last one is older than `max_age_s`. `now()` then returns None.
 
+from compat import const
+
 EPOCH_2020 = 1577836800  # 2020-01-01T00:00:00Z: nothing earlier is a valid time
-UNIX_END = 1 << 32  # exclusive: 2106-02-07
-MAX_LOCAL_MS = 1 << 48  # 8900 years of a millisecond counter
+_UNIX_END = const(1 << 32)  # exclusive: 2106-02-07
+_MAX_LOCAL_MS = const(1 << 48)  # 8900 years of a millisecond counter
 MAX_RATE = 100000
-DRIFT_SPAN_MS = 3600000  # device time between the two NTP syncs of a drift estimate
+_DRIFT_SPAN_MS = const(3600000)  # device time between the two NTP syncs of a drift estimate
 
 # ClockError reasons
 CONFIG = "config"
@@ -76,7 +78,7 @@ class Clock:
         self._ref_local_ms = None
 
     def _local(self, local_ms):
-        if not _is_int(local_ms) or not 0 <= local_ms < MAX_LOCAL_MS:
+        if not _is_int(local_ms) or not 0 <= local_ms < _MAX_LOCAL_MS:
             raise ClockError(LOCAL, "local ms must be an int 0..2**48, got %r" % (local_ms,))
         if self._local_ms is not None and local_ms < self._local_ms:
             raise ClockError(LOCAL, "local ms %d is before the last sync at %d" % (
@@ -104,7 +106,7 @@ class Clock:
         # An NTP answer: unix seconds plus a millisecond part, received when
         # the local counter read local_ms. Sets the clock. Returns the step
         # in device ms (None for the first sync).
-        if not _is_int(unix_s) or not EPOCH_2020 <= unix_s < UNIX_END:
+        if not _is_int(unix_s) or not EPOCH_2020 <= unix_s < _UNIX_END:
             raise ClockError(TIME, "NTP time %r is not 2020..2106" % (unix_s,))
         if not _is_int(ms) or not 0 <= ms <= 999:
             raise ClockError(TIME, "millisecond part %r is not 0..999" % (ms,))
@@ -117,14 +119,14 @@ class Clock:
         return self.last_step_ms
 
     def _drift(self, unix_ms, local_ms):
-        # From two NTP syncs at least DRIFT_SPAN_MS of device time apart:
+        # From two NTP syncs at least _DRIFT_SPAN_MS of device time apart:
         # how much faster than real time the local counter ran.
         if self._ref_unix_ms is None:
             self._ref_unix_ms = unix_ms
             self._ref_local_ms = local_ms
             return
         counted = self._since(local_ms, self._ref_local_ms)
-        if counted < DRIFT_SPAN_MS:
+        if counted < _DRIFT_SPAN_MS:
             return
         real = unix_ms - self._ref_unix_ms
         if real > 0:
@@ -146,7 +148,7 @@ class Clock:
         #                         off by more than ack_step_s; set to hub_ts
         #   "confirmed"           fallback: within ack_step_s; the clock keeps
         #                         its time and counts as synced now
-        if not _is_int(hub_ts) or not EPOCH_2020 <= hub_ts < UNIX_END:
+        if not _is_int(hub_ts) or not EPOCH_2020 <= hub_ts < _UNIX_END:
             raise ClockError(TIME, "hub time %r is not 2020..2106" % (hub_ts,))
         self._local(local_ms)
         hub_ms = hub_ts * 1000

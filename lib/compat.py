@@ -63,8 +63,10 @@ _rom_reserved = None
 
 
 def _rom_in_heap():
-    # The virtual board keeps its ROM partition (flash on a board) in the
-    # heap; the RAM a firmware uses leaves it out. 0 on a real board.
+    # What the virtual board holds in the heap before the firmware starts:
+    # its ROM partition and its stand-in machine/network modules (flash on
+    # a board), and a ballast that leaves the firmware the board's budget.
+    # The RAM a firmware uses leaves it out. 0 on a real board.
     global _rom_reserved
     if _rom_reserved is None:
         try:

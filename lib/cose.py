@@ -12,21 +12,22 @@
 import hashlib
 
 import cbor
+from compat import const
 import p256
 
-ALG_ES256 = -7
-KTY_EC2 = 2
-CRV_P256 = 1
+_ALG_ES256 = const(-7)
+_KTY_EC2 = const(2)
+_CRV_P256 = const(1)
 TAG_SIGN1 = 18
-_H_ALG = 1
-_H_KID = 4
+_H_ALG = const(1)
+_H_KID = const(4)
 # COSE_Key labels
-_K_KTY = 1
-_K_KID = 2
-_K_ALG = 3
-_K_CRV = -1
-_K_X = -2
-_K_Y = -3
+_K_KTY = const(1)
+_K_KID = const(2)
+_K_ALG = const(3)
+_K_CRV = const(-1)
+_K_X = const(-2)
+_K_Y = const(-3)
 
 MAX_MESSAGE = 1024  # larger input is refused before it is decoded
 
@@ -46,7 +47,7 @@ def device_id(x, y):
 
 
 def _protected(kid):
-    return cbor.dumps({_H_ALG: ALG_ES256, _H_KID: kid})
+    return cbor.dumps({_H_ALG: _ALG_ES256, _H_KID: kid})
 
 
 def _to_be_signed(protected, payload, external_aad=b""):
@@ -98,7 +99,7 @@ def decode1(data):
         raise CoseError("cbor", "protected header: %s" % e)
     if not isinstance(prot, dict):
         raise CoseError("format", "protected header is not a map")
-    if prot.get(_H_ALG) != ALG_ES256:
+    if prot.get(_H_ALG) != _ALG_ES256:
         raise CoseError("alg", "alg %r, expected ES256 (-7) in the protected header" % (prot.get(_H_ALG),))
     if _H_ALG in unprotected:
         raise CoseError("alg", "alg in the unprotected header")
@@ -133,7 +134,7 @@ def encode_key(x, y, kid=None):
     to device_id(x, y)."""
     if kid is None:
         kid = device_id(x, y)
-    return cbor.dumps({_K_KTY: KTY_EC2, _K_KID: kid, _K_ALG: ALG_ES256, _K_CRV: CRV_P256,
+    return cbor.dumps({_K_KTY: _KTY_EC2, _K_KID: kid, _K_ALG: _ALG_ES256, _K_CRV: _CRV_P256,
                        _K_X: x.to_bytes(32, "big"), _K_Y: y.to_bytes(32, "big")})
 
 
@@ -146,9 +147,9 @@ def decode_key(data):
         raise CoseError("cbor", str(e))
     if not isinstance(m, dict):
         raise CoseError("key", "not a map")
-    if m.get(_K_KTY) != KTY_EC2 or m.get(_K_CRV) != CRV_P256:
+    if m.get(_K_KTY) != _KTY_EC2 or m.get(_K_CRV) != _CRV_P256:
         raise CoseError("key", "not an EC2 P-256 key")
-    if m.get(_K_ALG, ALG_ES256) != ALG_ES256:
+    if m.get(_K_ALG, _ALG_ES256) != _ALG_ES256:
         raise CoseError("alg", "key for alg %r" % (m.get(_K_ALG),))
     xb, yb = m.get(_K_X), m.get(_K_Y)
     if not isinstance(xb, bytes) or not isinstance(yb, bytes) or len(xb) != 32 or len(yb) != 32:

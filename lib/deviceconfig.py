@@ -85,14 +85,14 @@ class ConfigError(ValueError):
         self.path = path
 
 
-_AZ = "abcdefghijklmnopqrstuvwxyz"
-_DIGITS = "0123456789"
-_WORD = _AZ + _DIGITS + "-"
-_NAME = _AZ + _DIGITS + "_"  # a meter name
+_AZ = const("abcdefghijklmnopqrstuvwxyz")
+_DIGITS = const("0123456789")
+_WORD = const("abcdefghijklmnopqrstuvwxyz0123456789-")  # _AZ + _DIGITS + "-"
+_NAME = const("abcdefghijklmnopqrstuvwxyz0123456789_")  # a meter name: _AZ + _DIGITS + "_"
 _HOST = _AZ + _AZ.upper() + _DIGITS + ".-_:"
 _TOPIC = _AZ + _AZ.upper() + _DIGITS + "_-/"
 _PATH = _AZ + _AZ.upper() + _DIGITS + "_.-/"
-_HEX = _DIGITS + "abcdefABCDEF"
+_HEX = const("0123456789abcdefABCDEF")
 _MAX_KEY = const(256)  # bytes of hub.key: a P-256 COSE_Key with a kid takes 87
 _MAX_SET_TEXT = const(600)  # longer console text is refused before it is parsed
 
@@ -156,7 +156,7 @@ SCHEMA = (
 )
 
 # Envelope fields that are not config: the departure comes from household.
-_NOT_LIMITS = ("ev_departure_ms", "ev_target_wh")
+_NOT_LIMITS = const(("ev_departure_ms", "ev_target_wh"))
 
 
 def _row(path, rows=SCHEMA):

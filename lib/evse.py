@@ -25,8 +25,8 @@
 from compat import const
 
 MIN_MA = const(6000)
-IEC_MAX_MA = const(80000)
-DEFAULT_MAX_MA = const(32000)  # the gateway's contactors are rated 32 A
+_IEC_MAX_MA = const(80000)
+_DEFAULT_MAX_MA = const(32000)  # the gateway's contactors are rated 32 A
 PAUSE_DUTY = const(65535)  # constant +12 V: no charging allowed
 DIGITAL_DUTY = const(3277)  # 5 %: digital communication (ISO 15118), not used here
 
@@ -62,14 +62,14 @@ def _need_int(value, name):
         raise PilotError("not_int", "%s must be an int, got %r" % (name, value))
 
 
-def duty_for_ma(ma, max_ma=DEFAULT_MAX_MA):
+def duty_for_ma(ma, max_ma=_DEFAULT_MAX_MA):
     # The duty_u16 that offers ma (clamped to max_ma). Below 6 A: PilotError
     # "below_min"; the caller pauses with PAUSE_DUTY instead.
     _need_int(ma, "ma")
     _need_int(max_ma, "max_ma")
-    if not MIN_MA <= max_ma <= IEC_MAX_MA:
+    if not MIN_MA <= max_ma <= _IEC_MAX_MA:
         raise PilotError("max_range", "max_ma must be %d..%d, got %d"
-                         % (MIN_MA, IEC_MAX_MA, max_ma))
+                         % (MIN_MA, _IEC_MAX_MA, max_ma))
     if ma < 0:
         raise PilotError("negative", "ma must not be negative, got %d" % ma)
     if ma < MIN_MA:
@@ -103,7 +103,7 @@ def ma_for_duty(duty_u16):
     if pct100 <= 96 * _U16:
         q, r = divmod(duty_u16, 13107)
         return q * 50000 + r * 50000 // 13107 - 160000
-    return IEC_MAX_MA
+    return _IEC_MAX_MA
 
 
 def is_digital(duty_u16):

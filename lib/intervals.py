@@ -18,13 +18,13 @@ from compat import const
 EPOCH_2020 = 1577836800  # 2020-01-01T00:00:00Z, a multiple of 86400
 MAX_METERS = 8
 MAX_REGISTER = 1 << 48  # Wh; 281 TWh: anything above is garbage
-MAX_READING_MIN = 1440  # a READING's interval_min (lib/trade/messages.py)
-MAX_READING_WH = 0xFFFFFFFF  # a READING's import_wh / export_wh
+_MAX_READING_MIN = const(1440)  # a READING's interval_min (lib/trade/messages.py)
+_MAX_READING_WH = const(0xFFFFFFFF)  # a READING's import_wh / export_wh
 LENGTHS_MIN = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)  # the divisors of 60
 
-_UNIX_END = 1 << 32  # exclusive: 2106-02-07
+_UNIX_END = const(1 << 32)  # exclusive: 2106-02-07
 _POWER_MIN = -(1 << 31)
-_POWER_MAX = (1 << 31) - 1
+_POWER_MAX = const((1 << 31) - 1)
 
 # per-meter state: one preallocated list each, indexed by these
 _HAS = const(0)  # 1 once a sample is held
@@ -187,12 +187,12 @@ class IntervalEngine:
         reading = None
         if m[_BASE]:
             span_s = boundary - m[_BASE_S]
-            if span_s > 60 * MAX_READING_MIN:
+            if span_s > 60 * _MAX_READING_MIN:
                 return self._restart(m, "gap", s, ms, import_register_wh, export_register_wh,
                                      power_w)
             import_wh = imp_b - m[_BASE_IMP]
             export_wh = exp_b - m[_BASE_EXP]
-            if import_wh > MAX_READING_WH or export_wh > MAX_READING_WH:
+            if import_wh > _MAX_READING_WH or export_wh > _MAX_READING_WH:
                 return self._restart(m, "jump", s, ms, import_register_wh, export_register_wh,
                                      power_w)
             # power: the last sample at or before the boundary

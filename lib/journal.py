@@ -27,9 +27,8 @@
 # seven days of three meters' readings fit 64 KB. A chain of deltas is at
 # most _CHAIN long, so a damaged record takes at most _CHAIN - 1 with it.
 
-import os
-
 from compat import const
+import os
 
 try:
     from binascii import crc32 as _crc32_c
@@ -41,15 +40,15 @@ READING = 1
 ORDER = 2
 WITNESS = 6
 
-MAX_DATA = 1024  # bytes of one record's data
+_MAX_DATA = const(1024)  # bytes of one record's data
 MAX_SEQ = 0xFFFFFFFFFFFFFFFF
-ACK_WINDOW = 64  # the hub's replay window (lib/trade/replay.py WINDOW)
+_ACK_WINDOW = const(64)  # the hub's replay window (lib/trade/replay.py WINDOW)
 
-_SEGMENT_MAGIC = b"PGJ\x01"
-_STATE_MAGIC = b"PGA\x01"
-_SUFFIX = ".jnl"
-_STATE = "acked"
-_STATE_NEW = "acked.new"
+_SEGMENT_MAGIC = const(b"PGJ\x01")
+_STATE_MAGIC = const(b"PGA\x01")
+_SUFFIX = const(".jnl")
+_STATE = const("acked")
+_STATE_NEW = const("acked.new")
 _HEADER = const(4)
 _DELTA = const(0x80)
 _RESIZED = const(0x40)
@@ -305,7 +304,7 @@ class _Scan:
         if v is None:
             return None
         blen = v[0]
-        if blen < 1 or blen > MAX_DATA:
+        if blen < 1 or blen > _MAX_DATA:
             return None
         head = v[1] - start
         total = head + blen + 4
@@ -566,7 +565,7 @@ class Journal:
             return False
         v = _get(b, 4, end)
         count = v and _get(b, v[1], end)
-        if not count or count[0] >= ACK_WINDOW:
+        if not count or count[0] >= _ACK_WINDOW:
             return False
         done = v[0]
         i = count[1]
@@ -628,7 +627,7 @@ class Journal:
 
     def _advance(self):
         # Move the watermark over acknowledged records, and over records the
-        # hub can no longer take: ACK_WINDOW below a seq it acknowledged.
+        # hub can no longer take: _ACK_WINDOW below a seq it acknowledged.
         a = self._ahead
         while True:
             h = self._head()
@@ -643,7 +642,7 @@ class Journal:
                 while a and a[0] < h:
                     a.pop(0)
                 self._done = h
-            if a and h <= a[-1] - ACK_WINDOW:
+            if a and h <= a[-1] - _ACK_WINDOW:
                 self._abandoned += 1
                 self._pending -= 1
                 self._done = h + 1
@@ -762,7 +761,7 @@ class Journal:
         n = self.segment_bytes - _HEADER - 7
         if n > 0x7F:
             n -= 1  # its length takes two bytes
-        return n if n < MAX_DATA else MAX_DATA
+        return n if n < _MAX_DATA else _MAX_DATA
 
     def _encode(self, seq, base, kind, data):
         # -> (record bytes, the window entry it refers to or None)

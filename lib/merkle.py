@@ -14,15 +14,14 @@
 # Nothing recurses: a root is folded from a stack of at most 33 subtree
 # hashes (sizes up to 2^32), and an audit path is found top-down, so memory
 # stays bounded by the path whatever the tree's size.
+from compat import const
 import hashlib
 
-from compat import const
-
-HASH_LEN = const(32)
+_HASH_LEN = const(32)
 MAX_SIZE = 0xFFFFFFFF  # a BLOCK's entries field is a uint32
 MAX_PATH = const(32)  # the longest audit path of a tree of MAX_SIZE leaves
 
-_LEAF = b"\x00"
+_LEAF = const(b"\x00")
 _NODE = b"\x01"
 
 
@@ -50,8 +49,8 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
 def _check_hash(h, what):
-    if not isinstance(h, (bytes, bytearray)) or len(h) != HASH_LEN:
-        raise MerkleError("hash", "%s must be %d bytes" % (what, HASH_LEN))
+    if not isinstance(h, (bytes, bytearray)) or len(h) != _HASH_LEN:
+        raise MerkleError("hash", "%s must be %d bytes" % (what, _HASH_LEN))
 
 
 def _check_int(v, what, lo, hi, reason):

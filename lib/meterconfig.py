@@ -20,8 +20,8 @@ _MODBUS = const(_RTU | _TCP)
 _PULL = const(_HDLC | _DTCP)
 _DLMS = const(_HDLC | _DTCP | _PUSH)
 _REQ = object()  # no default: the field must be given
-_WORD = "abcdefghijklmnopqrstuvwxyz0123456789_"
-_HOST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:"
+_WORD = const("abcdefghijklmnopqrstuvwxyz0123456789_")
+_HOST = const("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:")
 
 # name, kind, arguments, protocols, default (None: none, or set per protocol below)
 METER_FIELDS = (

@@ -10,14 +10,16 @@
 #   pv_power_w, inverter_power_w   production / AC output positive
 # OBIS codes (IEC 62056-61) name the equivalent register of a DLMS meter.
 
+from compat import const
+
 # unit -> (dimension, power of ten relative to the dimension's base unit),
 # as "unit:dimension:exponent" words: one string, not a dict, until asked for
 # (UNITS is built on first access; the lookups below scan the string).
-_U = (" mV:V:-3 V:V:0 kV:V:3 mA:A:-3 A:A:0 kA:A:3 mW:W:-3 W:W:0 kW:W:3 MW:W:6 VA:VA:0 kVA:VA:3 var:var:0 kvar:var:3 mWh:Wh:-3 Wh:Wh:0 kWh:Wh:3 MWh:Wh:6 VAh:VAh:0 kVAh:VAh:3 varh:varh:0 kvarh:varh:3 mHz:Hz:-3 Hz:Hz:0 1:1:0 %:1:-2 permille:1:-3 mdegC:degC:-3 degC:degC:0 C:degC:0 ms:s:-3 s:s:0 mAh:Ah:-3 Ah:Ah:0 ohm:ohm:0 kohm:ohm:3 state:state:0 ")
+_U = const((" mV:V:-3 V:V:0 kV:V:3 mA:A:-3 A:A:0 kA:A:3 mW:W:-3 W:W:0 kW:W:3 MW:W:6 VA:VA:0 kVA:VA:3 var:var:0 kvar:var:3 mWh:Wh:-3 Wh:Wh:0 kWh:Wh:3 MWh:Wh:6 VAh:VAh:0 kVAh:VAh:3 varh:varh:0 kvarh:varh:3 mHz:Hz:-3 Hz:Hz:0 1:1:0 %:1:-2 permille:1:-3 mdegC:degC:-3 degC:degC:0 C:degC:0 ms:s:-3 s:s:0 mAh:Ah:-3 Ah:Ah:0 ohm:ohm:0 kohm:ohm:3 state:state:0 "))
 
 # name, unit, OBIS or "-", one line each; QUANTITIES (name -> (name, unit,
 # OBIS or None)) is built on first access.
-_Q = (
+_Q = const(
     "energy_import_wh Wh 1-0:1.8.0\n"  # active energy imported (+A)
     "energy_export_wh Wh 1-0:2.8.0\n"  # active energy exported (-A)
     "energy_import_l1_wh Wh 1-0:21.8.0\n"  # active energy imported, L1

@@ -14,8 +14,8 @@ SAFE_MODE_AFTER = const(3)
 
 REASON_BUTTON = "button held at boot"
 REASON_CRASHES = "app crashed before reporting healthy"
-REASON_MAINTENANCE = "maintenance boot requested"
-_FIELDS = ("boots", "unhealthy", "maintenance")
+_REASON_MAINTENANCE = const("maintenance boot requested")
+_FIELDS = const(("boots", "unhealthy", "maintenance"))
 
 
 class BootRecord:
@@ -61,7 +61,7 @@ def decide(record, button_held, limit=SAFE_MODE_AFTER):
     if button_held:
         return REASON_BUTTON
     if record.maintenance:
-        return REASON_MAINTENANCE
+        return _REASON_MAINTENANCE
     if record.unhealthy >= limit:
         return REASON_CRASHES
     return None

@@ -6,11 +6,12 @@
 # Times are unix milliseconds here (NTP counts from 1900; the era rollover
 # of 2036 is handled by taking the era nearest to 2020..2156).
 
+from compat import const
 import struct
 
-_NTP_UNIX = 2208988800  # seconds from 1900-01-01 to 1970-01-01
-_ERA = 1 << 32
-_MIN_UNIX = 1577836800  # 2020-01-01: anything earlier is a broken server
+_NTP_UNIX = const(2208988800)  # seconds from 1900-01-01 to 1970-01-01
+_ERA = const(1 << 32)
+_MIN_UNIX = const(1577836800)  # 2020-01-01: anything earlier is a broken server
 
 
 class SntpError(ValueError):

@@ -6,7 +6,7 @@
 # - challenge-response: the device shows a random 16-byte nonce, the
 #   technician's tool answers HMAC-SHA256(technician key, nonce || kid)
 #   (challenge_response(), the tool's side), valid once, for CHALLENGE_S.
-# After LOCK_AFTER failures in a row, each further failure locks both ways
+# After _LOCK_AFTER failures in a row, each further failure locks both ways
 # out for 30 s, doubling up to 1 h; a success clears the count. state() and
 # restore() carry the count and the lock's remaining seconds across a
 # reboot, so a power cycle never shortens a lock. A session lasts until
@@ -19,12 +19,12 @@ from compat import const
 
 import hmac_sha256
 
-LOCK_AFTER = 3
-FIRST_LOCK_S = 30
-MAX_LOCK_S = 3600
+_LOCK_AFTER = const(3)
+_FIRST_LOCK_S = const(30)
+_MAX_LOCK_S = const(3600)
 CHALLENGE_S = 300
-NONCE_LEN = 16
-ITERATIONS = 1000  # docs/control.md has the timing on an ESP32
+_NONCE_LEN = const(16)
+_ITERATIONS = const(1000)  # docs/control.md has the timing on an ESP32
 _MIN_ITERATIONS = const(1000)
 _SALT_LEN = const(16)
 _PIN_MIN = const(4)
@@ -68,7 +68,7 @@ def _pin_bytes(pin):
     return pin
 
 
-def make_pin_record(pin, salt, iterations=ITERATIONS):
+def make_pin_record(pin, salt, iterations=_ITERATIONS):
     # The stored form of a PIN (51 bytes); salt: 16 random bytes.
     pin = _pin_bytes(pin)
     if not isinstance(salt, bytes) or len(salt) != _SALT_LEN:
@@ -95,9 +95,9 @@ def _parse_record(record):
 
 
 def _lock_s(failures):
-    if failures < LOCK_AFTER:
+    if failures < _LOCK_AFTER:
         return 0
-    return min(FIRST_LOCK_S << min(failures - LOCK_AFTER, 7), MAX_LOCK_S)
+    return min(_FIRST_LOCK_S << min(failures - _LOCK_AFTER, 7), _MAX_LOCK_S)
 
 
 class TechAuth:
@@ -168,14 +168,14 @@ class TechAuth:
         self._succeed(now, "pin")
 
     def challenge(self, nonce, now_s):
-        # nonce: NONCE_LEN fresh random bytes -> the hex the console shows.
+        # nonce: _NONCE_LEN fresh random bytes -> the hex the console shows.
         # It replaces any earlier challenge.
         now = self._now(now_s)
         if self._tech_key is None:
             raise AuthError("not_configured", "no technician key is set")
         self._check_lock(now)
-        if not isinstance(nonce, bytes) or len(nonce) != NONCE_LEN:
-            raise AuthError("malformed", "the nonce must be %d bytes" % NONCE_LEN)
+        if not isinstance(nonce, bytes) or len(nonce) != _NONCE_LEN:
+            raise AuthError("malformed", "the nonce must be %d bytes" % _NONCE_LEN)
         self._nonce = nonce
         self._nonce_until = now + CHALLENGE_S
         return nonce.hex()
@@ -235,11 +235,11 @@ class TechAuth:
     def restore(self, data, now_s):
         # state() bytes from before a reboot; the lock runs again from now.
         # Bytes of the wrong form raise AuthError("malformed") after locking
-        # as a LOCK_AFTER-th failure would: a torn write cannot unlock.
+        # as a _LOCK_AFTER-th failure would: a torn write cannot unlock.
         now = self._now(now_s)
         if not isinstance(data, bytes) or len(data) != _STATE_LEN or data[0] != _STATE_VERSION or \
-                (data[2] << 8 | data[3]) > MAX_LOCK_S:
-            self.failures = max(self.failures, LOCK_AFTER)
+                (data[2] << 8 | data[3]) > _MAX_LOCK_S:
+            self.failures = max(self.failures, _LOCK_AFTER)
             self._locked_until = max(self._locked_until, now + _lock_s(self.failures))
             raise AuthError("malformed", "not a saved authentication state")
         self.failures = data[1]

@@ -4,6 +4,7 @@
 # routes every pin, PWM, watchdog and reset through vboard_link to the
 # supervisor, where the host observes and drives them. Constants use the
 # ESP32 port's values.
+import errno
 import io
 import os
 import select
@@ -18,37 +19,35 @@ WDT_RESET = 3
 DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 
-_CAUSES = {
-    "PWRON_RESET": PWRON_RESET,
-    "HARD_RESET": HARD_RESET,
-    "WDT_RESET": WDT_RESET,
-    "DEEPSLEEP_RESET": DEEPSLEEP_RESET,
-    "SOFT_RESET": SOFT_RESET,
-}
-
 
 def reset_cause():
-    return _CAUSES.get(os.getenv("PGW_VBOARD_RESET_CAUSE") or "", PWRON_RESET)
+    # The supervisor names the cause as the constant is named. The table is
+    # built per call (once or twice a boot) rather than held for good.
+    return {
+        "PWRON_RESET": PWRON_RESET,
+        "HARD_RESET": HARD_RESET,
+        "WDT_RESET": WDT_RESET,
+        "DEEPSLEEP_RESET": DEEPSLEEP_RESET,
+        "SOFT_RESET": SOFT_RESET,
+    }.get(os.getenv("PGW_VBOARD_RESET_CAUSE") or "", PWRON_RESET)
 
 
 def unique_id():
-    uid = os.getenv("PGW_VBOARD_UID") or "000000000000"
-    return bytes(int(uid[i : i + 2], 16) for i in range(0, len(uid), 2))
+    return bytes.fromhex(os.getenv("PGW_VBOARD_UID") or "000000000000")
 
 
 def freq():
-    return int(os.getenv("PGW_VBOARD_CPU_HZ") or "240000000")
+    return int(os.getenv("PGW_VBOARD_CPU_HZ") or 240000000)
 
 
 def _halt(message):
     # The supervisor ends this process and starts the board again; nothing
     # after a reset request may run, as on hardware, not even a Ctrl-C.
-    sent = False
     while True:
         try:
-            if not sent:
+            if message:
                 _link.send(message)
-                sent = True
+                message = None
             time.sleep_ms(1000)
         except KeyboardInterrupt:
             pass
@@ -188,12 +187,12 @@ class PWM:
         self._freq = f
         self._report()
 
-    def duty_u16(self, d=None):
-        if d is None:
+    def duty_u16(self, value=None):
+        if value is None:
             return self._duty
-        if not 0 <= d <= 65535:
+        if not 0 <= value <= 65535:
             raise ValueError("duty_u16 must be 0..65535")
-        self._duty = d
+        self._duty = value
         self._report()
 
     def deinit(self):
@@ -209,7 +208,7 @@ class ADC:
     def __init__(self, pin, atten=None):
         self._key = _key(pin)
 
-    def atten(self, a):
+    def atten(self, value):
         pass
 
     def read_u16(self):
@@ -236,12 +235,12 @@ class RTC:
     _offset = 0  # seconds the host clock is set off by; survives until reset
 
     def datetime(self, dt=None):
+        # RTC order: (year, month, day, weekday, hour, minute, second, subsecond);
+        # gmtime/mktime: (year, month, day, hour, minute, second, weekday, yearday).
         if dt is None:
-            t = time.time() + RTC._offset
-            tm = time.gmtime(t)  # (y, mo, d, h, mi, s, weekday, yearday[, isdst])
-            return (tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0)
-        y, mo, d, _wd, h, mi, s = dt[:7]
-        RTC._offset = time.mktime((y, mo, d, h, mi, s, 0, 0)) - time.time()
+            t = time.gmtime(time.time() + RTC._offset)
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+        RTC._offset = time.mktime(tuple(dt[0:3]) + tuple(dt[4:7]) + (0, 0)) - time.time()
 
     def init(self, dt):
         self.datetime(dt)
@@ -264,19 +263,21 @@ class UART(io.IOBase):
              timeout=0, timeout_char=0, rxbuf=256, **kw):
         self.deinit()
         self._timeout = timeout
-        frame_bits = 1 + bits + (0 if parity is None else 1) + stop
-        self._char_us = (frame_bits * 1000000 + baudrate - 1) // baudrate
+        # a character: start bit, data bits, parity bit if any, stop bits
+        self._char_us = ((1 + bits + (parity is not None) + stop) * 1000000 + baudrate - 1) // baudrate
         self._timeout_char = max(timeout_char, 12000 // baudrate + 1)
-        self._rxbuf = max(rxbuf, 32)
-        self._rx = bytearray()
+        # The RX FIFO: one buffer made here, as a port's driver has, so that
+        # polling and readinto() allocate nothing on the firmware's heap.
+        self._rxb = bytearray(max(rxbuf, 32))
+        self._rxv = memoryview(self._rxb)
+        self._r = self._w = 0  # unread bytes are _rxb[_r:_w]
         self._tx_end = time.ticks_us()
         s = socket.socket()
         s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: no Nagle delay on small writes
         s.connect(socket.getaddrinfo("127.0.0.1", int(os.getenv("PGW_VBOARD_PORT")))[0][-1])
-        par = "N" if parity is None else ("E" if parity == 0 else "O")
-        hello = "uart %s %s %d %d %s %d\n" % (
-            os.getenv("PGW_VBOARD_TOKEN", ""), self._id, baudrate, bits, par, stop)
-        s.write(hello.encode())
+        s.write(("uart %s %s %d %d %s %d\n" % (
+            os.getenv("PGW_VBOARD_TOKEN", ""), self._id, baudrate, bits,
+            "N" if parity is None else ("E" if parity == 0 else "O"), stop)).encode())
         s.setblocking(False)
         self._sock = s
         self._poller = select.poll()
@@ -288,53 +289,67 @@ class UART(io.IOBase):
             self._sock = None
 
     def _pull(self):
-        # Move what has arrived into the RX buffer (at most rxbuf bytes; the
-        # rest waits in the socket, as a flow-controlled FIFO would).
-        room = self._rxbuf - len(self._rx)
-        while room > 0 and self._poller.poll(0):
+        # Move what has arrived into the RX FIFO (as much as fits; the rest
+        # waits in the socket, as a flow-controlled FIFO would).
+        if self._r == self._w:
+            self._r = self._w = 0
+        elif self._w == len(self._rxb) and self._r:
+            self._rxb[: self._w - self._r] = self._rxv[self._r : self._w]
+            self._r, self._w = 0, self._w - self._r
+        while self._w < len(self._rxb) and self._poller.poll(0):
             try:
-                data = self._sock.recv(room)
+                got = self._sock.readinto(self._rxv[self._w :])
             except OSError:
                 return
-            if not data:
+            if not got:
                 return
-            self._rx += data
-            room -= len(data)
+            self._w += got
 
-    def _wait(self, ms):
-        # True once a byte is buffered; waits up to ms (-1: forever).
+    def _wait(self, timeout_ms):
+        # True once a byte is buffered; waits up to timeout_ms (-1: forever).
         self._pull()
-        if self._rx:
+        if self._w > self._r:
             return True
-        if ms == 0 or not self._poller.poll(ms):
+        if timeout_ms == 0 or not self._poller.poll(timeout_ms):
             return False
         self._pull()
-        return bool(self._rx)
+        return self._w > self._r
 
     def any(self):
         self._pull()
-        return len(self._rx)
+        return self._w - self._r
+
+    def _take(self, buf, at, n):
+        # Up to n buffered bytes into buf[at:], waiting timeout_char between them.
+        got = 0
+        while got < n:
+            if self._w == self._r and not self._wait(self._timeout_char):
+                break
+            k = min(self._w - self._r, n - got)
+            buf[at + got : at + got + k] = self._rxv[self._r : self._r + k]
+            self._r += k
+            got += k
+        return got
 
     def read(self, n=-1):
         if n == 0:
             return b""
         if not self._wait(self._timeout):
             return None
-        out = bytearray()
-        while n < 0 or len(out) < n:
-            if not self._rx and not self._wait(self._timeout_char):
-                break
-            k = len(self._rx) if n < 0 else min(len(self._rx), n - len(out))
-            out += self._rx[:k]
-            self._rx = self._rx[k:]
-        return bytes(out)
+        if n < 0:
+            out = bytearray()
+            while self._wait(self._timeout_char):
+                out += self._rxv[self._r : self._w]
+                self._r = self._w
+            return bytes(out)
+        out = bytearray(n)
+        return bytes(out[: self._take(out, 0, n)])
 
     def readinto(self, buf, n=-1):
-        data = self.read(len(buf) if n < 0 else min(n, len(buf)))
-        if not data:
+        n = len(buf) if n < 0 else min(n, len(buf))
+        if not self._wait(self._timeout):
             return None
-        buf[: len(data)] = data
-        return len(data)
+        return self._take(buf, 0, n)
 
     def readline(self):
         line = b""
@@ -358,9 +373,7 @@ class UART(io.IOBase):
 
     def flush(self):
         # Returns once every written byte has left the line.
-        left = time.ticks_diff(self._tx_end, time.ticks_us())
-        if left > 0:
-            time.sleep_us(left)
+        time.sleep_us(max(0, time.ticks_diff(self._tx_end, time.ticks_us())))
 
     def txdone(self):
         return time.ticks_diff(self._tx_end, time.ticks_us()) <= 0
@@ -370,15 +383,12 @@ class UART(io.IOBase):
             ready = 0
             if arg & select.POLLIN:
                 self._pull()
-                if self._rx:
+                if self._w > self._r:
                     ready |= select.POLLIN
             return ready | (arg & select.POLLOUT)
         # Nothing else, MP_STREAM_GET_FILENO (10) included: answering 0 there
         # would make select poll fd 0 (stdin) in place of this UART.
         return -1
-
-
-_ENODEV = 19
 
 
 class I2C:
@@ -387,11 +397,10 @@ class I2C:
     def __init__(self, id=0, scl=None, sda=None, freq=400000):
         self._id = id
 
-    def _xfer(self, msg):
-        reply = _link.request("i2c %s %s" % (self._id, msg), "i2c ")
-        parts = reply.split()
+    def _xfer(self, message):
+        parts = _link.request("i2c %s %s" % (self._id, message), "i2c ").split()
         if parts[1] != "ok":
-            raise OSError(_ENODEV)
+            raise OSError(errno.ENODEV)
         return bytes.fromhex(parts[2]) if len(parts) > 2 else b""
 
     def scan(self):

@@ -15,7 +15,7 @@ STAT_GOT_IP = 1010
 STAT_NO_AP_FOUND = 201
 STAT_WRONG_PASSWORD = 202
 
-_hostname = "pgw-" + "".join("%02x" % b for b in machine.unique_id()[-3:])
+_hostname = "pgw-" + machine.unique_id()[-3:].hex()
 
 
 def hostname(name=None):
@@ -27,7 +27,6 @@ def hostname(name=None):
 
 class WLAN:
     def __init__(self, interface=STA_IF):
-        self._if = interface
         self._active = False
         self._ssid = None
 
@@ -62,7 +61,7 @@ class WLAN:
             return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
         return ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
 
-    def config(self, *args, **kwargs):
+    def config(self, *args, **kw):
         if args == ("mac",):
             return machine.unique_id()[:6]
         if args == ("ssid",):

@@ -20,6 +20,11 @@ def _rom():
     import network
     from flash import HostDirFlash
 
+    vboard_link.poll()  # opens the link: its socket is the board's too
+    # All the heap holds so far is what a board has in flash: keep it, and
+    # all but the board's budget, out of the firmware's heap.
+    vboard_rom.hold()
+
     os.umount("/")
     os.mount(HostDirFlash(os.getenv("PGW_VBOARD_ROOT")), "/")
     os.chdir("/")
@@ -34,7 +39,6 @@ def _rom():
     scripts = ("boot.py",)
     if os.getenv("PGW_VBOARD_MODE") != "raw" and not interrupted:
         scripts = ("boot.py", "main.py")  # a raw-REPL soft reboot, or a Ctrl-C, skips main.py
-    g = globals()
     if interrupted:
         print("KeyboardInterrupt: main.py skipped")
     for name in scripts:
@@ -44,9 +48,9 @@ def _rom():
             continue
         try:
             with open(name) as f:
-                source = f.read()
-            exec(compile(source, name, "exec"), g)
-            source = None
+                code = compile(f.read(), name, "exec")
+            exec(code, globals())
+            code = None  # boot.py's bytecode is garbage once it has run
         except SystemExit:
             # On a board, SystemExit from boot.py or main.py is a soft reboot.
             machine.soft_reset()

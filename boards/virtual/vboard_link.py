@@ -59,15 +59,15 @@ def _read_lines(timeout_ms):
     global _rx
     out = []
     if _poller.poll(timeout_ms):
-        chunk = _sock.recv(512)
-        if not chunk:
+        data = _sock.recv(512)
+        if not data:
             raise OSError("vboard supervisor closed the link")
-        _rx += chunk
+        _rx += data
     while b"\n" in _rx:
         line, _rx = _rx.split(b"\n", 1)
-        rest = _apply(line.decode())
-        if rest is not None:
-            out.append(rest)
+        line = _apply(line.decode())
+        if line is not None:
+            out.append(line)
     return out
 
 
@@ -87,6 +87,6 @@ def wait_for(prefix):
                 return line
 
 
-def request(line, reply_prefix):
+def request(line, prefix):
     send(line)
-    return wait_for(reply_prefix)
+    return wait_for(prefix)

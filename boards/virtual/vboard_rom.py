@@ -1,37 +1,64 @@
-# The virtual board's ROM partition: the flash a MicroPython build with
-# ROMFS (MICROPY_VFS_ROM) maps into memory, so that .mpy files in it run in
-# place instead of being copied into the heap.
+# The virtual board's ROM partition, and the heap the board holds back.
 #
-# The unix port cannot map memory outside its heap, so the partition is one
-# buffer allocated here, first thing at boot, and the supervisor adds its
-# size to `-X heapsize` on top of the board's budget. RESERVED is what it
-# took; compat.heap_free_alloc32() leaves it out, so the heap the firmware
-# reports is the board's RAM. The partition's bytes live in a host file
+# The partition is the flash a MicroPython build with ROMFS
+# (MICROPY_VFS_ROM) maps into memory, so that .mpy files in it run in place
+# instead of being copied into the heap. The unix port cannot map memory
+# outside its heap, so the partition is one buffer allocated here, first
+# thing at boot. The partition's bytes live in a host file
 # (PGW_VBOARD_ROMFS) that outlives reboots, as flash does.
+#
+# The stand-ins for `machine`, `network` and the flash are compiled into
+# the heap at boot too; on a board they are C code in flash. So hold(),
+# called by rom.py once they are in, keeps all of the heap but the board's
+# budget (PGW_VBOARD_HEAP_KB, 32-bit equivalent) as a ballast buffer; the
+# supervisor sized `-X heapsize` for the budget, the partition and an
+# allowance for the stand-ins. RESERVED is then all the board holds:
+# compat.heap_free_alloc32() leaves it out, so the heap the firmware
+# reports is the board's RAM.
 #
 # rom_ioctl() answers as vfs.rom_ioctl() does on a port built with
 # MICROPY_VFS_ROM_IOCTL (the unix port is not): 1 segment count,
 # 2 the segment's memory, 3 prepare (erase) for writing, 4 write,
 # 5 writing done, 6 block size. Negative numbers are -errno.
 
+import errno
 import gc
 import os
+import sys
 
 import vfs
 
-_EINVAL = 22
-_ENODEV = 19
 BLOCK = 4096
-MIN_WRITE = 4
+_WORD = 8 if sys.maxsize > 2**32 else 4
 
 _path = os.getenv("PGW_VBOARD_ROMFS") or ""
 _size = int(os.getenv("PGW_VBOARD_ROMFS_BYTES") or 0)
 
 gc.collect()
-_before = gc.mem_alloc()
+RESERVED = -gc.mem_alloc()
 PARTITION = bytearray(_size)  # erased flash reads as zeros here
-RESERVED = gc.mem_alloc() - _before
-del _before
+RESERVED += gc.mem_alloc()  # what the partition took, until hold()
+STANDINS = 0  # the rest of what the board took (rom.py, the stand-ins, the link), set by hold()
+_ballast = None
+
+
+def hold():
+    # rom.py calls this once the stand-ins are imported, before the flash
+    # is mounted: all the heap holds now is the board's.
+    global RESERVED, STANDINS, _ballast
+    budget = int(os.getenv("PGW_VBOARD_HEAP_KB") or 0) * 256 * _WORD  # before collecting: getenv allocates
+    gc.collect()
+    STANDINS = gc.mem_alloc() - RESERVED
+    if budget:
+        spare = gc.mem_free() - budget
+        if spare < 0:
+            print("vboard: the stand-ins left the firmware %d bytes (32-bit) short of its "
+                  "heap: raise STANDINS_KB in host_tools/vboard/supervisor.py" % (-spare * 4 // _WORD))
+        elif spare >= 4 * _WORD:  # the buffer's object takes one block (4 words), its bytes the rest
+            _ballast = bytearray(spare - 4 * _WORD)
+    gc.collect()
+    RESERVED = gc.mem_alloc()
+
 
 _host = vfs.VfsPosix()  # the host's files, still reachable once "/" is the board's flash
 if _size and _path:
@@ -59,7 +86,7 @@ def rom_ioctl(op, rom_id=0, *args):
     if op == 1:
         return 1 if _size else 0
     if not _size or rom_id != 0:
-        return -_ENODEV
+        return -errno.ENODEV
     if op == 2:
         return memoryview(PARTITION)
     if op == 6:
@@ -67,23 +94,23 @@ def rom_ioctl(op, rom_id=0, *args):
     if op == 3:  # (length) or (offset, length): erase that much
         offset, length = (0, args[0]) if len(args) == 1 else args
         if offset < 0 or length < 0 or offset + length > _size:
-            return -_EINVAL
+            return -errno.EINVAL
         zeros = bytes(BLOCK)
         for at in range(offset, offset + length, BLOCK):
             n = min(BLOCK, offset + length - at)
             PARTITION[at:at + n] = zeros[:n]
             _store(at, zeros[:n])
-        return MIN_WRITE
+        return 4  # the smallest write
     if op == 4:  # (offset, data)
         offset, data = args
         if offset < 0 or offset + len(data) > _size:
-            return -_EINVAL
+            return -errno.EINVAL
         PARTITION[offset:offset + len(data)] = data
         _store(offset, data)
         return 0
     if op == 5:
         return 0
-    return -_EINVAL
+    return -errno.EINVAL
 
 
 def mount():

@@ -109,7 +109,7 @@ class App:
         self._said = self._unsaid = 0
         self.tech = None
         self._kid = None
-        # The config is checked once per boot: give the schema modules' heap
+        # The config is checked at most once per boot: give the schema modules' heap
         # back before the meter drivers load (a lower peak, less fragmentation).
         _drop_config_modules()
         # The hub link first: the signing key's 8 KB table wants one block

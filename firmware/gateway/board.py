@@ -4,12 +4,14 @@ import json
 
 from machine import PWM, Pin
 
+from compat import const
+
 PATH = "/board.json"
 
 # Outputs that move power: these are driven inactive before anything else.
-RELAYS = ("relay_battery", "relay_ev_enable")
-_PILOT_HZ = 1000
-_PILOT_IDLE_DUTY = 65535  # constant +12 V on the control pilot: no EV may charge
+_RELAYS = const(("relay_battery", "relay_ev_enable"))
+_PILOT_HZ = const(1000)
+_PILOT_IDLE_DUTY = const(65535)  # constant +12 V on the control pilot: no EV may charge
 
 
 class BoardError(Exception):
@@ -55,7 +57,7 @@ class Board:
 
     def failsafe(self):
         # Relays open, the EV pilot at its no-charge level, LED off.
-        for role in RELAYS:
+        for role in _RELAYS:
             if self.has(role):
                 self.set_active(role, False)
         if self.has("ev_pilot_pwm"):

@@ -4,13 +4,13 @@ import os
 
 import machine
 
-from compat import ticks_ms
+from compat import const, ticks_ms
 from gateway import board as _board
 from gateway import config as _config
 from safemode import BootRecord, decide
 
 STATE_DIR = "/state"
-RECORD = STATE_DIR + "/boot.txt"
+_RECORD = const("/state/boot.txt")  # in STATE_DIR
 
 board = None
 config = None
@@ -19,7 +19,7 @@ record = None
 safe_reason = "boot did not finish"  # run() replaces it; a failed boot stays safe
 boot_ticks = ticks_ms()
 
-_CAUSE_NAMES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET")
+_CAUSE_NAMES = const(("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET"))
 
 
 def reset_cause_name():
@@ -32,7 +32,7 @@ def reset_cause_name():
 
 def load_record():
     try:
-        with open(RECORD, "rb") as f:
+        with open(_RECORD, "rb") as f:
             return BootRecord.decode(f.read(64))
     except OSError:
         return BootRecord()
@@ -51,7 +51,7 @@ def save_record(rec):
         os.mkdir(STATE_DIR)
     except OSError:
         pass
-    write_atomic(RECORD, rec.encode())
+    write_atomic(_RECORD, rec.encode())
 
 
 def mark_app_start():

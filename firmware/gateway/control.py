@@ -10,12 +10,12 @@ from machine import ADC, PWM, Pin
 
 import envelope
 import evse
-from compat import ticks_ms
+from compat import const, ticks_ms
 
-_REWRITE_MS = 60000  # a device setpoint is written again this often, changed or not
-_PILOT_HZ = 1000
+_REWRITE_MS = const(60000)  # a device setpoint is written again this often, changed or not
+_PILOT_HZ = const(1000)
 _STATES = (evse.STATE_A, evse.STATE_B, evse.STATE_C, evse.STATE_D, evse.STATE_E, evse.STATE_F)
-_EV_SETPOINT = "ev_current_setpoint_ma"
+_EV_SETPOINT = const("ev_current_setpoint_ma")
 _RELAY_KINDS = {"battery_relay": "battery_w", "ev_relay": "ev_ma"}
 
 

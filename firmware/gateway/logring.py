@@ -6,15 +6,15 @@ from struct import pack_into, unpack_from
 
 from compat import const
 
-SLOT = const(72)  # bytes per line: 4 uptime s, 1 length, the text
-_TEXT = const(67)  # SLOT - 5: longer lines are cut
+_SLOT = const(72)  # bytes per line: 4 uptime s, 1 length, the text
+_TEXT = const(67)  # _SLOT - 5: longer lines are cut
 
 
 class LogRing:
     def __init__(self, lines, clock_ms):
         # clock_ms: a callable -> ms since boot (the app's Monotonic.ms)
         self.size = lines
-        self._buf = bytearray(lines * SLOT)
+        self._buf = bytearray(lines * _SLOT)
         self._clock_ms = clock_ms
         self._next = 0  # the slot the next line goes into
         self.kept = 0  # lines in the ring, up to size
@@ -27,7 +27,7 @@ class LogRing:
             n = _TEXT
             while n and data[n] & 0xC0 == 0x80:
                 n -= 1  # cut between characters, not inside one
-        o = self._next * SLOT
+        o = self._next * _SLOT
         buf = self._buf
         pack_into(">IB", buf, o, self._clock_ms() // 1000 & 0xFFFFFFFF, n)
         buf[o + 5:o + 5 + n] = data[:n]  # same length: the bytearray is not resized
@@ -44,7 +44,7 @@ class LogRing:
         buf = self._buf
         k = (self._next - n) % self.size
         for _ in range(n):
-            o = k * SLOT
+            o = k * _SLOT
             t, length = unpack_from(">IB", buf, o)
             yield t, str(buf[o + 5:o + 5 + length], "utf-8")
             k = (k + 1) % self.size

@@ -9,14 +9,15 @@
 # written before the reading goes into the journal, with the reading's
 # seq and energies: if the journal did not get that seq (power lost in
 # between), the boundary before it holds again and the interval is read anew.
+from compat import const
 from gateway.boot import STATE_DIR, write_atomic
 from intervals import IntervalEngine, IntervalError
 from journal import JournalError
 from trade import messages
 
-_IMPORT = "energy_import_wh"
-_EXPORT = "energy_export_wh"
-_POWER = "power_w"
+_IMPORT = const("energy_import_wh")
+_EXPORT = const("energy_export_wh")
+_POWER = const("power_w")
 
 
 class IntervalReadings:

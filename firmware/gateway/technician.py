@@ -4,13 +4,14 @@
 # never shortens a lock.
 import os
 
+from compat import const
 from gateway.boot import STATE_DIR, write_atomic
 from techauth import AuthError, TechAuth, make_pin_record
 from techconsole import ConsoleError
 
-PIN_PATH = STATE_DIR + "/tech.pin"  # make_pin_record() bytes
-KEY_PATH = STATE_DIR + "/tech.key"  # 16-64 bytes, for challenge-response (pgw provision)
-_STATE_PATH = STATE_DIR + "/tech.state"
+_PIN_PATH = const("/state/tech.pin")  # make_pin_record() bytes (in STATE_DIR)
+_KEY_PATH = const("/state/tech.key")  # 16-64 bytes, for challenge-response (pgw provision) (in STATE_DIR)
+_STATE_PATH = const("/state/tech.state")  # in STATE_DIR
 
 
 def _read(path):
@@ -25,7 +26,7 @@ class Technician:
     def __init__(self, kid, mono, log=print):
         self.mono = mono
         self.log = log
-        pin, key = _read(PIN_PATH), _read(KEY_PATH)
+        pin, key = _read(_PIN_PATH), _read(_KEY_PATH)
         # An unreadable record must not open the console: PIN logins fail,
         # and a new PIN needs a challenge-response login first.
         self.pin_broken = False
@@ -98,8 +99,8 @@ class Technician:
             if arg is None or not 4 <= len(arg) <= 12 or not arg.isdigit():
                 raise ConsoleError("a PIN is 4 to 12 digits")
             record = make_pin_record(arg, os.urandom(16))
-            write_atomic(PIN_PATH, record)
-            self.auth = TechAuth(self.kid, record, _read(KEY_PATH), a.session_s)
+            write_atomic(_PIN_PATH, record)
+            self.auth = TechAuth(self.kid, record, _read(_KEY_PATH), a.session_s)
             self.has_pin, self.pin_broken = True, False
             self.log("auth: PIN set")
             return "PIN set; log in with auth pin <digits>"

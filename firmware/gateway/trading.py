@@ -11,17 +11,18 @@
 #   start);
 # - the agent's targets for now go to control.agent, below the hub's
 #   commands and the technician's setpoints, and always through the envelope.
+from compat import const
 from gateway.boot import STATE_DIR, write_atomic
 from journal import JournalError
 from trade import messages
 from trade.agent import Agent, AgentError, Forecaster
 
-_BALANCE = STATE_DIR + "/balance"  # settled amount, micro-units, + earned
-_TOP = STATE_DIR + "/witness.top"  # height and hash of the last block witnessed
-_SETTLED = 4  # settlements shown by `trades`
-_ROLES = 32  # trade ids remembered with our side, for settlements
-_WITNESS_KEEP = 32  # our entries remembered for Merkle proofs (41 bytes each): 2 h of 3 meters and orders
-_PLUGGED = ("B", "C", "D")  # pilot states with a vehicle
+_BALANCE = const("/state/balance")  # settled amount, micro-units, + earned
+_TOP = const("/state/witness.top")  # height and hash of the last block witnessed
+_SETTLED = const(4)  # settlements shown by `trades`
+_ROLES = const(32)  # trade ids remembered with our side, for settlements
+_WITNESS_KEEP = const(32)  # our entries remembered for Merkle proofs (41 bytes each): 2 h of 3 meters and orders
+_PLUGGED = const(("B", "C", "D"))  # pilot states with a vehicle
 
 
 def agent_config(config, limits, ev_drive):

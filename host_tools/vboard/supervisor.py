@@ -189,6 +189,16 @@ class PacedLine:
         self.buf = bytearray()
 
 
+# Heap allowed for what the virtual board compiles before the firmware
+# starts (32-bit-equivalent bytes): rom.py and the stand-ins for
+# `machine`, `network` and the flash, their qstrs, the interpreter's own
+# start-up. On a board these are C code in flash. The ROM measures what
+# they took and holds back the rest (boards/virtual/vboard_rom.py), so the
+# firmware's heap is heap_kb either way; it says so at boot if they
+# outgrow this. Measured 12.7 KB (docs/virtual-board.md#heap).
+STANDINS_KB = 16
+
+
 def heap_bytes(budget32, rom_bytes=0):
     """-X heapsize (bytes) for a heap of `budget32` 32-bit-equivalent bytes
     (scaled to the host's word size: the interpreter is built for it) plus
@@ -198,6 +208,18 @@ def heap_bytes(budget32, rom_bytes=0):
     word = 8 if sys.maxsize > 2**32 else 4
     extra = rom_bytes + 128 + rom_bytes * 3 // (8 * 4 * word) if rom_bytes else 0
     return budget32 * word // 4 + extra
+
+
+def board_heap_bytes(budget32, rom_bytes=0, standins32=STANDINS_KB * 1024):
+    """-X heapsize for a virtual board whose firmware gets a heap
+    (gc.mem_free() + gc.mem_alloc()) of exactly `budget32` 32-bit-equivalent
+    bytes: room for that, the ROM partition's `rom_bytes` buffer and the
+    stand-ins' allowance, with their objects (128 bytes), plus the GC's
+    tables for all of it (3 bits per 4-word block) and a block for
+    alignment. The ROM holds back what the firmware is not to have."""
+    word = 8 if sys.maxsize > 2**32 else 4
+    pool = (budget32 + standins32) * word // 4 + rom_bytes + 128
+    return pool + -(-pool * 3 // (8 * 4 * word)) + 4 * word
 
 
 class VirtualBoard:
@@ -316,6 +338,7 @@ class VirtualBoard:
             PGW_VBOARD_BOARD=self.board.name,
             PGW_VBOARD_ROMFS=str(self.romfs),
             PGW_VBOARD_ROMFS_BYTES=str(self.board.romfs_bytes),
+            PGW_VBOARD_HEAP_KB=str(self.heap_kb),
         )
         cmd = [micropython_path(), "-X", f"heapsize={self.heapsize()}", "-i", str(ROM)]
 
@@ -341,9 +364,9 @@ class VirtualBoard:
 
     def heapsize(self):
         """-X heapsize: the board's budget (32-bit KB, scaled to this build's
-        word size), plus the ROM partition, which the ROM allocates in the
-        heap because the unix port cannot map flash (boards/virtual/vboard_rom.py)."""
-        return heap_bytes(self.heap_kb * 1024, self.board.romfs_bytes)
+        word size), plus what a board keeps in flash and the virtual board in
+        its heap: the ROM partition and the stand-in modules (boards/virtual/vboard_rom.py)."""
+        return board_heap_bytes(self.heap_kb * 1024, self.board.romfs_bytes)
 
     def kill(self, cause, mode="friendly", soft_banner=False, delay_s=0.0):
         """End the interpreter now; it boots again with the given reset cause."""

@@ -62,8 +62,8 @@ DEFAULT_CONFORMANCE = const(0x00121D)
 _DLMS_VERSION = const(6)
 VAA_LN = const(0x0007)
 
-_OID = b"\x60\x85\x74\x05\x08"  # 2.16.756.5.8
-_AUTH_REQUIRED = b"\x07\x80"  # ACSE-requirements: authentication (bit 0)
+_OID = const(b"\x60\x85\x74\x05\x08")  # 2.16.756.5.8
+_AUTH_REQUIRED = const(b"\x07\x80")  # ACSE-requirements: authentication (bit 0)
 
 # Names: in dlms.names, imported when asked for.
 

@@ -72,8 +72,8 @@ CLOCK_LN = b"\x00\x00\x01\x00\x00\xff"  # 0-0:1.0.0.255
 
 # Names of classes, attributes, clock bases and control states: in
 # dlms.cosem_names, loaded when a name is asked for.
-_NAMES = ("class_name", "class_version", "attribute_name", "attribute_index",
-          "clock_base_name", "control_state_name")
+_NAMES = const(("class_name", "class_version", "attribute_name", "attribute_index",
+          "clock_base_name", "control_state_name"))
 
 
 def __getattr__(name):

@@ -2,11 +2,12 @@
 # class_name, attribute_name, ...) and of OBIS codes (dlms.obis's name,
 # codes, table_size): display and tests only, so loaded on first use, apart
 # from dlms.names, which error texts load.
+from compat import const
 from dlms.names import OBIS_KEYS, OBIS_NAMES
 
 # COSEM classes (Blue Book 4.5 .. 4.6): class id, the version dlms.cosem
 # follows, name, attribute names from attribute 1
-_CLASSES = (
+_CLASSES = const((
     (1, 0, "data", "logical_name value"),
     (3, 0, "register", "logical_name value scaler_unit"),
     (4, 0, "extended_register", "logical_name value scaler_unit status capture_time"),
@@ -20,7 +21,7 @@ _CLASSES = (
      "logical_name time time_zone status daylight_savings_begin daylight_savings_end"
      " daylight_savings_deviation daylight_savings_enabled clock_base"),
     (70, 0, "disconnect_control", "logical_name output_state control_state control_mode"),
-)
+))
 
 
 def _class(class_id):

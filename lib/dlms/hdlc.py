@@ -17,7 +17,7 @@ from compat import const, ticks_add, ticks_diff
 from crc16 import X25_GOOD, crc16_x25
 
 _FLAG = const(0x7E)
-_FLAG_B = b"\x7e"
+_FLAG_B = const(b"\x7e")
 
 # Control field values with the P/F bit clear. I frames: N(S) in bits 1-3,
 # N(R) in bits 5-7; S frames (RR, RNR, REJ): N(R) in bits 5-7.

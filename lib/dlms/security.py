@@ -40,7 +40,7 @@ AuthenticationError = aesgcm.AuthenticationError
 # octets a row in one bytes object (CIPHERED_TAGS gives the rows as tuples).
 # Each value occurs once, so a tag's index tells its row and column.
 # Data-Notification (0x0F) has none: it goes in general-glo/ded-ciphering.
-_TAGS = (
+_TAGS = const(
     b"\x01\x21\x41"  # initiate-request
     b"\x08\x28\x48"  # initiate-response
     b"\x05\x25\x45"  # read-request

@@ -8,6 +8,8 @@
 #   SessionBusy     the session's bound on outstanding requests is reached
 
 
+from compat import const
+
 class ModbusError(ValueError):
     pass
 
@@ -38,9 +40,9 @@ class SessionBusy(ModbusError):
 # Exception codes of the Modbus Application Protocol v1.1b3, section 7, and
 # their names: code n is the n-th name (none for 9), one string rather than a
 # dict of strings. 7 is pre-v1.1 (program commands), still seen on old devices.
-_NAMES = ("|illegal function|illegal data address|illegal data value|server device failure"
+_NAMES = const(("|illegal function|illegal data address|illegal data value|server device failure"
           "|acknowledge|server device busy|negative acknowledge|memory parity error|"
-          "|gateway path unavailable|gateway target device failed to respond")
+          "|gateway path unavailable|gateway target device failed to respond"))
 
 
 def exception_name(code):

@@ -25,8 +25,8 @@ from compat import const
 from modbus import ModbusError
 from quantities import float_bits_scaled, scale_int
 
-MARKER = (0x5375, 0x6E53)  # "SunS"
-BASES = (40000, 0, 50000)  # 40000 first: most devices use it, saving a round trip
+_MARKER = const((0x5375, 0x6E53))  # "SunS"
+_BASES = const((40000, 0, 50000))  # 40000 first: most devices use it, saving a round trip
 _END_ID = const(0xFFFF)
 _MAX_MODELS = const(40)
 
@@ -45,7 +45,7 @@ class Discovery:
     (model_id, address of its ID register, length L)
     """
 
-    def __init__(self, bases=BASES, max_models=_MAX_MODELS):
+    def __init__(self, bases=_BASES, max_models=_MAX_MODELS):
         self.bases = tuple(bases)
         self.max_models = max_models
         self.base = None
@@ -93,7 +93,7 @@ class Discovery:
             self.failed("%d registers, asked %d" % (len(registers), want))
             return
         if self.base is None:
-            if registers[0] != MARKER[0] or registers[1] != MARKER[1]:
+            if registers[0] != _MARKER[0] or registers[1] != _MARKER[1]:
                 self._next_base()
                 return
             self.base = self.bases[self._i]
@@ -146,9 +146,9 @@ def model_reads(entry, max_count=125):
 # Types and sizes: u16 s16 e16 (enum) b16 (bitfield) sf (sunssf) pad = 1,
 # u32 s32 a32 (acc32) b32 f32 = 2, a64 u64 = 4, strN = N registers.
 # Checked against the SunSpec model JSON definitions (github sunspec/models, json/model_N.json).
-_COMMON = "Mn:str16 Md:str16 Opt:str8 Vr:str8 SN:str16 DA:u16 Pad:pad"
+_COMMON = const("Mn:str16 Md:str16 Opt:str8 Vr:str8 SN:str16 DA:u16 Pad:pad")
 
-_INVERTER = (
+_INVERTER = const(
     "A:u16:A_SF:A AphA:u16:A_SF:A AphB:u16:A_SF:A AphC:u16:A_SF:A A_SF:sf "
     "PPVphAB:u16:V_SF:V PPVphBC:u16:V_SF:V PPVphCA:u16:V_SF:V "
     "PhVphA:u16:V_SF:V PhVphB:u16:V_SF:V PhVphC:u16:V_SF:V V_SF:sf "
@@ -159,7 +159,7 @@ _INVERTER = (
     "St:e16 StVnd:e16 Evt1:b32 Evt2:b32 EvtVnd1:b32 EvtVnd2:b32 EvtVnd3:b32 EvtVnd4:b32"
 )
 
-_INVERTER_FLOAT = (
+_INVERTER_FLOAT = const(
     "A:f32::A AphA:f32::A AphB:f32::A AphC:f32::A "
     "PPVphAB:f32::V PPVphBC:f32::V PPVphCA:f32::V PhVphA:f32::V PhVphB:f32::V PhVphC:f32::V "
     "W:f32::W Hz:f32::Hz VA:f32::VA VAr:f32::var PF:f32::% WH:f32::Wh "
@@ -168,7 +168,7 @@ _INVERTER_FLOAT = (
     "St:e16 StVnd:e16 Evt1:b32 Evt2:b32 EvtVnd1:b32 EvtVnd2:b32 EvtVnd3:b32 EvtVnd4:b32"
 )
 
-_NAMEPLATE = (
+_NAMEPLATE = const(
     "DERTyp:e16 WRtg:u16:WRtg_SF:W WRtg_SF:sf VARtg:u16:VARtg_SF:VA VARtg_SF:sf "
     "VArRtgQ1:s16:VArRtg_SF:var VArRtgQ2:s16:VArRtg_SF:var VArRtgQ3:s16:VArRtg_SF:var "
     "VArRtgQ4:s16:VArRtg_SF:var VArRtg_SF:sf ARtg:u16:ARtg_SF:A ARtg_SF:sf "
@@ -178,7 +178,7 @@ _NAMEPLATE = (
     "MaxDisChaRte_SF:sf Pad:pad"
 )
 
-_SETTINGS = (
+_SETTINGS = const(
     "WMax:u16:WMax_SF:W VRef:u16:VRef_SF:V VRefOfs:s16:VRefOfs_SF:V "
     "VMax:u16:VMinMax_SF:V VMin:u16:VMinMax_SF:V VAMax:u16:VAMax_SF:VA "
     "VArMaxQ1:s16:VArMax_SF:var VArMaxQ2:s16:VArMax_SF:var VArMaxQ3:s16:VArMax_SF:var "
@@ -189,14 +189,14 @@ _SETTINGS = (
     "WGra_SF:sf PFMin_SF:sf MaxRmpRte_SF:sf ECPNomHz_SF:sf"
 )
 
-_STATUS = (
+_STATUS = const(
     "PVConn:b16 StorConn:b16 ECPConn:b16 ActWh:a64::Wh ActVAh:a64::VAh "
     "ActVArhQ1:a64::varh ActVArhQ2:a64::varh ActVArhQ3:a64::varh ActVArhQ4:a64::varh "
     "VArAval:s16:VArAval_SF:var VArAval_SF:sf WAval:u16:WAval_SF:W WAval_SF:sf "
     "StSetLimMsk:b32 StActCtl:b32 TmSrc:str4 Tms:u32::s RtSt:b16 Ris:u16:Ris_SF:ohm Ris_SF:sf"
 )
 
-_CONTROLS = (
+_CONTROLS = const(
     "Conn_WinTms:u16::s Conn_RvrtTms:u16::s Conn:e16 WMaxLimPct:u16:WMaxLimPct_SF:% "
     "WMaxLimPct_WinTms:u16::s WMaxLimPct_RvrtTms:u16::s WMaxLimPct_RmpTms:u16::s WMaxLim_Ena:e16 "
     "OutPFSet:s16:OutPFSet_SF:1 OutPFSet_WinTms:u16::s OutPFSet_RvrtTms:u16::s "
@@ -206,7 +206,7 @@ _CONTROLS = (
     "WMaxLimPct_SF:sf OutPFSet_SF:sf VArPct_SF:sf"
 )
 
-_STORAGE = (
+_STORAGE = const(
     "WChaMax:u16:WChaMax_SF:W WChaGra:u16:WChaDisChaGra_SF:% WDisChaGra:u16:WChaDisChaGra_SF:% "
     "StorCtl_Mod:b16 VAChaMax:u16:VAChaMax_SF:VA MinRsvPct:u16:MinRsvPct_SF:% "
     "ChaState:u16:ChaState_SF:% StorAval:u16:StorAval_SF:Ah InBatV:u16:InBatV_SF:V ChaSt:e16 "
@@ -216,13 +216,13 @@ _STORAGE = (
     "StorAval_SF:sf InBatV_SF:sf InOutWRte_SF:sf"
 )
 
-_MPPT = "DCA_SF:sf DCV_SF:sf DCW_SF:sf DCWH_SF:sf Evt:b32 N:u16 TmsPer:u16"
+_MPPT = const("DCA_SF:sf DCV_SF:sf DCW_SF:sf DCWH_SF:sf Evt:b32 N:u16 TmsPer:u16")
 _MPPT_MODULE = (
     "ID:u16 IDStr:str8 DCA:u16:DCA_SF:A DCV:u16:DCV_SF:V DCW:u16:DCW_SF:W "
     "DCWH:a32:DCWH_SF:Wh Tms:u32::s Tmp:s16::C DCSt:e16 DCEvt:b32"
 )
 
-_METER = (
+_METER = const(
     "A:s16:A_SF:A AphA:s16:A_SF:A AphB:s16:A_SF:A AphC:s16:A_SF:A A_SF:sf "
     "PhV:s16:V_SF:V PhVphA:s16:V_SF:V PhVphB:s16:V_SF:V PhVphC:s16:V_SF:V "
     "PPV:s16:V_SF:V PhVphAB:s16:V_SF:V PhVphBC:s16:V_SF:V PhVphCA:s16:V_SF:V V_SF:sf "
@@ -248,7 +248,7 @@ _METER = (
     "Evt:b32"
 )
 
-_BATTERY = (
+_BATTERY = const(
     "AHRtg:u16:AHRtg_SF:Ah WHRtg:u16:WHRtg_SF:Wh WChaRteMax:u16:WChaDisChaMax_SF:W "
     "WDisChaRteMax:u16:WChaDisChaMax_SF:W DisChaRte:u16:DisChaRte_SF:% "
     "SoCMax:u16:SoC_SF:% SoCMin:u16:SoC_SF:% SoCRsvMax:u16:SoC_SF:% SoCRsvMin:u16:SoC_SF:% "

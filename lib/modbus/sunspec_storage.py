@@ -6,13 +6,14 @@
 # both in percent of WChaMax scaled by InOutWRte_SF. Both bits with both
 # rates at 0 hold the battery idle. The rates go first, then the mode: the
 # inverter never runs a new mode with old rates.
+from compat import const
 from modbus import sunspec
 from modbus.pdu import write_multiple_registers, write_single_register
 
 MODEL = 124
 IDLE, CHARGE, DISCHARGE = 3, 1, 2  # StorCtl_Mod
-_CTL = 3  # StorCtl_Mod's offset from the first data register
-_OUT = 10  # OutWRte, then InWRte at 11
+_CTL = const(3)  # StorCtl_Mod's offset from the first data register
+_OUT = const(10)  # OutWRte, then InWRte at 11
 
 
 class StorageError(ValueError):

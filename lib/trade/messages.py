@@ -13,6 +13,7 @@
 # three: a READING must fit 128 bytes).
 
 import cbor
+from compat import const
 import cose
 
 VERSION = 1
@@ -27,52 +28,51 @@ COMMAND = 7
 ACK = 8
 OTA = 9
 
-NAMES = ("", "reading", "order", "trade", "settlement", "block", "witness", "command", "ack", "ota")
+_NAMES = const(("", "reading", "order", "trade", "settlement", "block", "witness", "command", "ack", "ota"))
 
-U16 = 0xFFFF
-U32 = 0xFFFFFFFF
+_U32 = const(0xFFFFFFFF)
 U64 = 0xFFFFFFFFFFFFFFFF
-I32 = 0x7FFFFFFF
-I64 = 0x7FFFFFFFFFFFFFFF
+_I32 = const(0x7FFFFFFF)
+_I64 = const(0x7FFFFFFFFFFFFFFF)
 
 # Field kinds: ("int", lo, hi) int in range; ("b", lo, hi) byte string of that
 # length; ("t", lo, hi) text of that many UTF-8 bytes; ("steps", max) a list
 # of [price, wh] pairs. A trailing "?" on a name: optional (may be absent at
 # the end, or null).
-_KID = ("b", 8, 8)
-_HASH = ("b", 32, 32)
+_KID = const(("b", 8, 8))
+_HASH = const(("b", 32, 32))
 _TS = ("int", 0, U64)
 FIELDS = (
     None,
     # READING: the interval [ts - 60 * interval_min, ts), the energy the
     # meter counted in it, its registers at ts, power at ts, the meter's serial
-    (("interval_min", ("int", 1, 1440)), ("import_wh", ("int", 0, U32)), ("export_wh", ("int", 0, U32)),
+    (("interval_min", ("int", 1, 1440)), ("import_wh", ("int", 0, _U32)), ("export_wh", ("int", 0, _U32)),
      ("import_register_wh", ("int", 0, U64)), ("export_register_wh", ("int", 0, U64)),
-     ("power_w", ("int", -I32 - 1, I32)), ("meter", ("b", 1, 32))),
+     ("power_w", ("int", -_I32 - 1, _I32)), ("meter", ("b", 1, 32))),
     # ORDER: side 0 buy, 1 sell; a limit price, or a price-quantity curve
     (("interval_start", _TS), ("interval_min", ("int", 1, 1440)), ("side", ("int", 0, 1)),
-     ("energy_wh", ("int", 1, U32)), ("limit_price", ("int", 0, U32)), ("steps?", ("steps", 8))),
+     ("energy_wh", ("int", 1, _U32)), ("limit_price", ("int", 0, _U32)), ("steps?", ("steps", 8))),
     # TRADE: hub to both parties
     (("trade_id", ("int", 0, U64)), ("interval_start", _TS), ("interval_min", ("int", 1, 1440)),
-     ("seller", _KID), ("buyer", _KID), ("energy_wh", ("int", 1, U32)), ("price", ("int", 0, U32)),
+     ("seller", _KID), ("buyer", _KID), ("energy_wh", ("int", 1, _U32)), ("price", ("int", 0, _U32)),
      ("seller_order", ("int", 0, U64)), ("buyer_order", ("int", 0, U64))),
     # SETTLEMENT: what was delivered and what the buyer owes the seller;
     # status 0 settled in full, 1 partial (shortfall), 2 failed
-    (("trade_id", ("int", 0, U64)), ("delivered_wh", ("int", 0, U32)), ("amount", ("int", -I64 - 1, I64)),
+    (("trade_id", ("int", 0, U64)), ("delivered_wh", ("int", 0, _U32)), ("amount", ("int", -_I64 - 1, _I64)),
      ("status", ("int", 0, 2))),
     # BLOCK header: entries' Merkle root, chained by the previous block's hash
-    (("height", ("int", 0, U64)), ("prev", _HASH), ("root", _HASH), ("entries", ("int", 0, U32))),
+    (("height", ("int", 0, U64)), ("prev", _HASH), ("root", _HASH), ("entries", ("int", 0, _U32))),
     # WITNESS: a device's signature over a block: the hash of its signed BLOCK message
     (("height", ("int", 0, U64)), ("block", _HASH)),
     # COMMAND: hub to one device, valid in [valid_from, valid_until);
     # action 0 setpoint (battery W, + charges; EV charger mA), 1 relay
     # (value 0 open, 1 closed), 2 demand response (import limit, W)
     (("target", _KID), ("valid_from", _TS), ("valid_until", _TS), ("action", ("int", 0, 2)),
-     ("actuator", ("int", 0, 15)), ("value", ("int", -I32 - 1, I32))),
+     ("actuator", ("int", 0, 15)), ("value", ("int", -_I32 - 1, _I32))),
     # ACK: the hub has the device's message with sequence number acked_seq
     (("device", _KID), ("acked_seq", ("int", 0, U64))),
     # OTA: an update announcement; the image itself is checked against sha256
-    (("version", ("t", 1, 16)), ("size", ("int", 1, U32)), ("sha256", _HASH), ("url?", ("t", 1, 128))),
+    (("version", ("t", 1, 16)), ("size", ("int", 1, _U32)), ("sha256", _HASH), ("url?", ("t", 1, 128))),
 )
 
 # Signed size budgets (bytes), enforced when signing; docs/protocol.md explains them.
@@ -102,7 +102,7 @@ class Message:
 
     @property
     def name(self):
-        return NAMES[self.type]
+        return _NAMES[self.type]
 
     def __getitem__(self, name):
         return self.fields[name]
@@ -124,7 +124,7 @@ def _check(name, kind, v):
         if ok:
             for step in v:
                 if not (isinstance(step, list) and len(step) == 2 and
-                        all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= U32 for n in step)):
+                        all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= _U32 for n in step)):
                     ok = False
                     break
     if not ok:
@@ -150,7 +150,7 @@ def encode(mtype, seq, ts, fields):
         v = fields.get(name)
         if v is None:
             if not optional:
-                raise ProtocolError("missing", "%s needs %s" % (NAMES[mtype], name))
+                raise ProtocolError("missing", "%s needs %s" % (_NAMES[mtype], name))
             missing += 1
             continue
         if missing:
@@ -183,7 +183,7 @@ def decode(payload):
         v = a[4 + i] if 4 + i < len(a) else None
         if v is None:
             if not optional:
-                raise ProtocolError("missing", "%s has no %s" % (NAMES[mtype], name))
+                raise ProtocolError("missing", "%s has no %s" % (_NAMES[mtype], name))
             continue
         _check(name, kind, v)
         fields[name] = v
@@ -194,7 +194,7 @@ def sign(mtype, seq, ts, fields, kid, signer):
     """Encode and sign a message -> COSE_Sign1 bytes, within the type's budget."""
     data = cose.sign1(encode(mtype, seq, ts, fields), kid, signer)
     if len(data) > BUDGET[mtype]:
-        raise ProtocolError("size", "%s is %d bytes, the budget is %d" % (NAMES[mtype], len(data), BUDGET[mtype]))
+        raise ProtocolError("size", "%s is %d bytes, the budget is %d" % (_NAMES[mtype], len(data), BUDGET[mtype]))
     return data
 
 

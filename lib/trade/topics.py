@@ -11,10 +11,12 @@
 # <community>: 1-32 of [a-z0-9-]; <kid>: 16 lowercase hex digits. A receiver
 # checks that the kid in the topic is the message's signer.
 
+from compat import const
+
 PREFIX = "pgw/1/"
-DEVICE_OUT = ("reading", "order", "witness")
-DEVICE_OTHER = ("key", "in", "status")
-HUB_OUT = ("block", "ota")
+_DEVICE_OUT = const(("reading", "order", "witness"))
+_DEVICE_OTHER = const(("key", "in", "status"))
+_HUB_OUT = const(("block", "ota"))
 
 
 class TopicError(ValueError):
@@ -34,14 +36,14 @@ def kid_hex(kid):
 
 
 def device(community, kid, leaf):
-    """Topic of a device: leaf one of DEVICE_OUT, "key" or "in"."""
-    if leaf not in DEVICE_OUT and leaf not in DEVICE_OTHER:
+    """Topic of a device: leaf one of _DEVICE_OUT, "key" or "in"."""
+    if leaf not in _DEVICE_OUT and leaf not in _DEVICE_OTHER:
         raise TopicError("no device topic %r" % (leaf,))
     return "%s%s/dev/%s/%s" % (PREFIX, _community(community), kid_hex(kid), leaf)
 
 
 def hub(community, leaf):
-    if leaf not in HUB_OUT and leaf != "key":
+    if leaf not in _HUB_OUT and leaf != "key":
         raise TopicError("no hub topic %r" % (leaf,))
     return "%s%s/hub/%s" % (PREFIX, _community(community), leaf)
 
@@ -54,13 +56,13 @@ def parse(topic):
     if len(parts) < 5 or parts[0] != "pgw" or parts[1] != "1":
         raise TopicError("not a pgw/1 topic: %r" % (topic,))
     community = _community(parts[2])
-    if parts[3] == "hub" and len(parts) == 5 and (parts[4] in HUB_OUT or parts[4] == "key"):
+    if parts[3] == "hub" and len(parts) == 5 and (parts[4] in _HUB_OUT or parts[4] == "key"):
         return community, None, parts[4]
     if parts[3] == "dev" and len(parts) == 6:
         k = parts[4]
         if len(k) != 16 or any(ch not in "0123456789abcdef" for ch in k):
             raise TopicError("kid must be 16 lowercase hex digits: %r" % (k,))
         leaf = parts[5]
-        if leaf in DEVICE_OUT or leaf in DEVICE_OTHER:
+        if leaf in _DEVICE_OUT or leaf in _DEVICE_OTHER:
             return community, bytes(int(k[i:i + 2], 16) for i in range(0, 16, 2)), leaf
     raise TopicError("unknown topic %r" % (topic,))

@@ -30,11 +30,11 @@ from compat import const
 from trade import messages
 from trade import replay
 
-MAX_REQUEST = const(8192)  # bytes
-MAX_PROOFS = const(96)
+_MAX_REQUEST = const(8192)  # bytes
+_MAX_PROOFS = const(96)
 MAX_PATH = const(32)  # the deepest tree a uint32 entry count allows
 # top array, block, proof list, each proof (3 + its path): the most items
-# a request within MAX_REQUEST can declare while obeying the caps
+# a request within _MAX_REQUEST can declare while obeying the caps
 _MAX_ITEMS = const(3 + 4 * 96 + 8192 // 34)
 _DEPTH = const(4)  # request, proof list, proof, path
 _HASH = const(32)
@@ -105,8 +105,8 @@ def decode_request(data):
     the shape and the caps checked; nothing cryptographic."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WitnessError("malformed", "a request is bytes")
-    if len(data) > MAX_REQUEST:
-        raise WitnessError("size", "%d bytes, at most %d" % (len(data), MAX_REQUEST))
+    if len(data) > _MAX_REQUEST:
+        raise WitnessError("size", "%d bytes, at most %d" % (len(data), _MAX_REQUEST))
     try:
         req = cbor.loads(data, _DEPTH, _MAX_ITEMS)
     except cbor.CborError as e:
@@ -119,8 +119,8 @@ def decode_request(data):
         raise WitnessError("malformed", "not [block bytes, proof list]")
     if len(block) > messages.MAX_MESSAGE:
         raise WitnessError("size", "block of %d bytes" % len(block))
-    if len(proofs) > MAX_PROOFS:
-        raise WitnessError("size", "%d proofs, at most %d" % (len(proofs), MAX_PROOFS))
+    if len(proofs) > _MAX_PROOFS:
+        raise WitnessError("size", "%d proofs, at most %d" % (len(proofs), _MAX_PROOFS))
     out = []
     for p in proofs:
         if not isinstance(p, list) or len(p) < 3:

@@ -19,13 +19,12 @@ from types import SimpleNamespace
 import cbor2
 import pytest
 
-from conftest import deploy_and_enrol, wait_until
+from conftest import deploy_and_enrol, verify_with_pycose, wait_until
 from host_tools.hub.service import HubService
 from host_tools.sim.household import UTC, Clock, Household
 from host_tools.sim.modbus_devices import ModbusSimulator
 from host_tools.sim.ntp import SimNtpServer
 from test_gateway_control import Publisher
-from test_gateway_delivery import verify_with_pycose
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from test_merkle import RefTree  # noqa: E402  the RFC 6962 recursion, independent of lib/merkle.py

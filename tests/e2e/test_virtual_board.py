@@ -1,13 +1,19 @@
 """The virtual board behaves like a USB-attached MicroPython board."""
 
 import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from host_tools.vboard import ChannelError
+from host_tools.vboard import ChannelError, VirtualBoardProcess
+from host_tools.vboard.supervisor import STANDINS_KB, VIRTUAL_DIR, micropython_path
 
 from conftest import SerialExpect, run_tool
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_mpremote_exec_runs_on_micropython(vboard):
@@ -94,17 +100,83 @@ def test_fed_watchdog_does_not_reset(vboard):
     assert boots == []
 
 
-def test_heap_is_limited_to_the_board_budget(vboard):
-    out = run_tool("mpremote", "connect", vboard.link, "exec",
-                   "import gc, sys\nfrom vboard_rom import RESERVED\ngc.collect()\n"
-                   "w = 8 if sys.maxsize > 2**32 else 4\n"
-                   "print((gc.mem_free() + gc.mem_alloc() - RESERVED) * 4 // w // 1024)\n"
-                   "try:\n    b = bytearray(400 * 1024)\n    print('allocated')\n"
-                   "except MemoryError:\n    print('MemoryError')")
-    total_kb, verdict = out.stdout.split()
-    # virtual.json: heap_kb 160, besides the ROM partition's buffer (flash on a board)
-    assert 150 <= int(total_kb) <= 160, out.stdout
-    assert verdict == "MemoryError"
+# Run at the REPL of a board with nothing but lib/compat.py on it: the
+# firmware's heap as `status` counts it, what the stand-ins took, whether
+# one buffer of NEAR or of OVER KB (32-bit equivalent) fits, then how much
+# of the heap small objects can fill.
+HEAP_PROBE = """
+import gc, sys, compat, vboard_rom
+w = 8 if sys.maxsize > 2**32 else 4
+free, used = compat.heap_free_alloc32()
+print(free + used, vboard_rom.STANDINS * 4 // w)
+for kb in (%d, %d):
+    gc.collect()
+    try:
+        b = bytearray(kb * 256 * w)
+        b = None
+        print('allocated')
+    except MemoryError:
+        print('MemoryError')
+gc.collect()
+chunks = [None] * 6000
+n = 0
+try:
+    while n < len(chunks):
+        chunks[n] = bytearray(16)
+        n += 1
+except MemoryError:
+    pass
+free, used = compat.heap_free_alloc32()
+chunks = None
+print(n, free, used)
+"""
+
+
+def check_firmware_heap(vb, heap_kb):
+    (vb.root / "lib").mkdir(exist_ok=True)
+    shutil.copy(REPO / "lib" / "compat.py", vb.root / "lib" / "compat.py")
+    budget = heap_kb * 1024
+    # Compiled source leaves holes between the stand-ins' objects (measured
+    # ~21 KB): free heap that small objects fill first, but not one piece.
+    near, over = heap_kb - 32, heap_kb + 4
+    out = run_tool("mpremote", "connect", vb.link, "exec", HEAP_PROBE % (near, over))
+    total, standins, near_fits, over_fits, chunks, free_left, used = out.stdout.split()
+    # Everything the board holds (ROM partition, stand-ins, ballast) is left
+    # out, and what is left is the board's budget: no more, no less.
+    assert int(total) == budget, out.stdout
+    # The stand-ins fit the allowance the supervisor sized the heap with.
+    assert 4 * 1024 < int(standins) < STANDINS_KB * 1024, out.stdout
+    assert (near_fits, over_fits) == ("allocated", "MemoryError"), out.stdout
+    assert int(chunks) < 6000 and int(free_left) < 1024, out.stdout
+    assert int(free_left) + int(used) == budget, out.stdout
+
+
+def test_firmware_heap_is_the_board_budget(vboard):
+    check_firmware_heap(vboard, 160)  # virtual.json: heap_kb 160
+
+
+def test_firmware_heap_follows_heap_kb(tmp_path):
+    with VirtualBoardProcess(tmp_path / "flash", tmp_path / "vb.tty", heap_kb=110) as vb:
+        vb.channel.wait_kind("ready", timeout=20)
+        check_firmware_heap(vb, 110)
+
+
+def test_stand_ins_over_their_allowance_say_so():
+    # A heap 10 KB short of the budget: the ROM says by how much, once,
+    # and holds nothing back.
+    env = dict(os.environ, PGW_VBOARD_HEAP_KB="160", PGW_VBOARD_ROMFS_BYTES="0")
+    out = subprocess.run(
+        [micropython_path(), "-X", "heapsize=150wK", "-c",
+         "import sys\nsys.path.insert(0, %r)\nimport vboard_rom\nvboard_rom.hold()\n"
+         "print(vboard_rom._ballast is None)" % str(VIRTUAL_DIR)],
+        capture_output=True, text=True, env=env, timeout=30, check=True)
+    warning, no_ballast = out.stdout.splitlines()
+    assert warning.startswith("vboard: the stand-ins left the firmware "), out.stdout
+    assert "raise STANDINS_KB in host_tools/vboard/supervisor.py" in warning, out.stdout
+    short = int(warning.split("firmware ")[1].split()[0])
+    # the 10 KB, the GC tables and what vboard_rom itself took
+    assert 10 * 1024 < short < 16 * 1024, out.stdout
+    assert no_ballast == "True", out.stdout
 
 
 def test_gpio_outputs_are_observed_and_inputs_set_from_the_host(vboard):

@@ -42,6 +42,17 @@ def test_build_compiles_everything_for_each_board(name):
     assert '"board":"%s"' % name in files["/board.json"].read_text()
 
 
+@pytest.mark.parametrize("rom", [False, True])
+def test_each_module_is_named_by_the_path_the_board_imports_it_from(rom):
+    # Tracebacks name that path, and the import's __file__ shares its qstr.
+    files = deploy.build(load_board("virtual"), rom=rom)
+    prefix = "/rom" if rom else ""
+    for path in ("/gateway/app.mpy", "/lib/journal.mpy", "/lib/dlms/hdlc.mpy", "/lib/umqtt/simple.mpy"):
+        data = files[path].read_bytes()
+        assert (prefix + path).encode() in data, path
+        assert (b"/rom" + path.encode() in data) == rom, path
+
+
 def test_build_error_names_the_file(tmp_path):
     bad = tmp_path / "broken.py"
     bad.write_text("def f(:\n")

@@ -117,6 +117,25 @@ def test_heap_free_alloc32():
         assert total // 2 - 64 <= free + used <= total // 2, (free, used, total)
 
 
+def test_heap_leaves_out_what_the_virtual_board_holds():
+    # On the virtual board, vboard_rom.RESERVED is all the board holds in
+    # the heap (ROM partition, stand-in modules, ballast); with no such
+    # module, as on a real board and here, nothing is left out.
+    assert compat._rom_in_heap() == 0, compat._rom_in_heap()
+
+    class FakeRom:  # stands in for the vboard_rom module
+        RESERVED = 4096
+
+    saved = compat._rom_reserved
+    compat._rom_reserved = None
+    sys.modules["vboard_rom"] = FakeRom
+    try:
+        assert compat._rom_in_heap() == 4096, compat._rom_in_heap()
+    finally:
+        del sys.modules["vboard_rom"]
+        compat._rom_reserved = saved
+
+
 def test_print_exception_writes_the_traceback():
     buf = io.StringIO()
     try:

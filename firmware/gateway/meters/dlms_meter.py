@@ -26,12 +26,12 @@ _INCONSISTENT = const(9)  # object-class-inconsistent
 
 # Tried in turn until the meter accepts the class: Register, Extended
 # register, Demand register (scaler_unit is its attribute 4), Data.
-_CLASSES = (3, 4, 5, 1)
-_SCALER_ATTR = (3, 3, 4, 0)
+_CLASSES = const((3, 4, 5, 1))
+_SCALER_ATTR = const((3, 3, 4, 0))
 
-DEFAULT_REGISTERS = ("1-0:1.8.0", "1-0:2.8.0", "1-0:16.7.0", "1-0:1.7.0", "1-0:2.7.0",
-                     "1-0:32.7.0", "1-0:52.7.0", "1-0:72.7.0", "1-0:31.7.0", "1-0:51.7.0",
-                     "1-0:71.7.0", "1-0:14.7.0")
+_DEFAULT_REGISTERS = const(("1-0:1.8.0", "1-0:2.8.0", "1-0:16.7.0", "1-0:1.7.0", "1-0:2.7.0",
+                      "1-0:32.7.0", "1-0:52.7.0", "1-0:72.7.0", "1-0:31.7.0", "1-0:51.7.0",
+                      "1-0:71.7.0", "1-0:14.7.0"))
 
 
 class _Register:
@@ -86,7 +86,7 @@ class Driver:
         self.health = health
         self.timeout = cfg["timeout_ms"]
         self.lock = asyncio.Lock()  # one conversation at a time: polls, profile reads
-        regs = cfg["registers"] or DEFAULT_REGISTERS
+        regs = cfg["registers"] or _DEFAULT_REGISTERS
         self.regs = []
         for code in regs:
             ln = Obis.parse(code).to_bytes()

@@ -34,7 +34,7 @@ import asyncio
 from compat import const, print_exception, ticks_diff, ticks_ms
 from gateway.meters import MeterError
 
-PROFILE_DIRS = ("/rom/lib/meterprofiles/", "/lib/meterprofiles/")  # ROMFS first, as sys.path
+_PROFILE_DIRS = const(("/rom/lib/meterprofiles/", "/lib/meterprofiles/"))  # ROMFS first, as sys.path
 _DRIVERS = {
     "modbus-rtu": "modbus_meter",
     "modbus-tcp": "modbus_meter",
@@ -158,7 +158,7 @@ class MeterService:
             import meterprofile
 
             doc = None
-            for d in PROFILE_DIRS:
+            for d in _PROFILE_DIRS:
                 try:
                     with open(d + name + ".json") as f:
                         doc = json.load(f)
@@ -168,7 +168,7 @@ class MeterService:
                 except ValueError:
                     raise MeterError("config", "profile %s is not valid JSON" % name)
             if doc is None:
-                raise MeterError("config", "no profile %s in %s" % (name, " or ".join(PROFILE_DIRS)))
+                raise MeterError("config", "no profile %s in %s" % (name, " or ".join(_PROFILE_DIRS)))
             try:
                 p = meterprofile.load(doc)
             except meterprofile.ProfileError as e:

@@ -4,8 +4,9 @@
 # sections; the app starts it when mqtt.host is set.
 import asyncio
 
-import cose
 from clocksync import Clock, ClockError
+from compat import const
+import cose
 from gateway.boot import STATE_DIR
 from gateway.net import ntp
 from gateway.net.mqtt import MqttLink
@@ -13,7 +14,7 @@ from gateway.net.uplink import Uplink, open_journal
 from gateway.net.wifi import Wifi
 from trade import topics
 
-_NTP_RETRY_MS = 5000
+_NTP_RETRY_MS = const(5000)
 
 
 class HubLink:

@@ -11,12 +11,12 @@ import os
 import asyncio
 
 import cose
-from compat import ticks_diff, ticks_ms
+from compat import const, ticks_diff, ticks_ms
 from journal import Journal, JournalError
 from trade import messages, topics
 
-_RESERVE = 64  # seqs reserved on flash at a time: one small write per 64 messages
-_TAG_SIGN1 = b"\xd2"  # CBOR tag 18, the first byte of every signed message
+_RESERVE = const(64)  # seqs reserved on flash at a time: one small write per 64 messages
+_TAG_SIGN1 = const(b"\xd2")  # CBOR tag 18, the first byte of every signed message
 _LEAF = {messages.READING: "reading", messages.ORDER: "order", messages.WITNESS: "witness"}
 
 

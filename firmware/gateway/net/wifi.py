@@ -4,10 +4,10 @@
 import asyncio
 import network
 
-from compat import ticks_diff, ticks_ms
+from compat import const, ticks_diff, ticks_ms
 
-_JOIN_TIMEOUT_MS = 20000
-_CHECK_MS = 500
+_JOIN_TIMEOUT_MS = const(20000)
+_CHECK_MS = const(500)
 
 
 class Wifi:
