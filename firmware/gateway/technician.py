@@ -5,13 +5,14 @@
 import os
 
 from compat import const
-from gateway.boot import STATE_DIR, write_atomic
+from gateway.boot import write_atomic
 from techauth import AuthError, TechAuth, make_pin_record
 from techconsole import ConsoleError
 
-_PIN_PATH = const("/state/tech.pin")  # make_pin_record() bytes (in STATE_DIR)
-_KEY_PATH = const("/state/tech.key")  # 16-64 bytes, for challenge-response (pgw provision) (in STATE_DIR)
-_STATE_PATH = const("/state/tech.state")  # in STATE_DIR
+# in gateway.boot.STATE_DIR, spelt out: const() folds no concatenation
+_PIN_PATH = const("/state/tech.pin")  # make_pin_record() bytes
+_KEY_PATH = const("/state/tech.key")  # 16-64 bytes, for challenge-response (pgw provision)
+_STATE_PATH = const("/state/tech.state")
 
 
 def _read(path):

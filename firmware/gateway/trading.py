@@ -12,11 +12,12 @@
 # - the agent's targets for now go to control.agent, below the hub's
 #   commands and the technician's setpoints, and always through the envelope.
 from compat import const
-from gateway.boot import STATE_DIR, write_atomic
+from gateway.boot import write_atomic
 from journal import JournalError
 from trade import messages
 from trade.agent import Agent, AgentError, Forecaster
 
+# in gateway.boot.STATE_DIR, spelt out: const() folds no concatenation
 _BALANCE = const("/state/balance")  # settled amount, micro-units, + earned
 _TOP = const("/state/witness.top")  # height and hash of the last block witnessed
 _SETTLED = const(4)  # settlements shown by `trades`
