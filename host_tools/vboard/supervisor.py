@@ -279,6 +279,7 @@ class VirtualBoard:
 
         self.raw = False  # the interpreter is in the raw REPL
         self.swallow = None  # None | "prompt" | "banner": re-entering the raw REPL
+        self.hush = False  # re-entering it unseen, as after a Ctrl-C
         self.swallowed = b""
         self.held = bytearray()  # host input held while the board is not listening
         self.listening = False  # the interpreter takes console input (and Ctrl-C) safely
@@ -387,6 +388,7 @@ class VirtualBoard:
 
     def _reap(self):
         code = self.proc.wait()
+        unanswered = self.unanswered  # before the last output clears it
         self._drain_pty()
         os.close(self.pty)
         self.pty = None
@@ -395,6 +397,7 @@ class VirtualBoard:
         self.emit("exit", code=code)
         if self.stopping:
             return
+        self.hush = False
         if self.pending is not None:
             cause, mode, soft_banner, delay_s = self.pending
             self.pending = None
@@ -403,6 +406,19 @@ class VirtualBoard:
             # soft-reboots and keeps its reset cause. From the raw REPL
             # main.py is skipped.
             cause, mode, soft_banner, delay_s = self.cause, "raw" if self.raw else "friendly", True, 0.0
+        elif code == -signal.SIGINT:
+            # Between REPL lines the unix port leaves SIGINT at its default, so
+            # a Ctrl-C landing there (mpremote sends one right after Ctrl-B)
+            # ends the process where a board would print a new prompt. Come
+            # back to the same REPL, main.py skipped, and hand the new process
+            # the keys the dead one never read.
+            cause, mode, soft_banner, delay_s = self.cause, "raw" if self.raw else "friendly", False, 0.0
+            # The line discipline flushed what came before the Ctrl-C; a
+            # friendly boot that sees a Ctrl-C skips main.py.
+            unread = unanswered[unanswered.rfind(b"\x03") + 1:]
+            self.held[:0] = unread if mode == "raw" else b"\x03" + unread
+            self.unanswered = bytearray()
+            self.hush = mode == "raw"
         else:
             cause, mode, soft_banner, delay_s = "HARD_RESET", "friendly", False, 0.0
             self.console.write(b"\r\n[vboard] interpreter died (signal %d): hard reset\r\n" % -code)
@@ -454,10 +470,13 @@ class VirtualBoard:
                 self.swallowed = self.swallowed[i + 4 :]
                 self.swallow = "banner"
                 os.write(self.pty, b"\x01")
-            i = self.swallowed.find(RAW_BANNER)
+            # After a Ctrl-C the raw REPL shows nothing: hide its banner and prompt.
+            banner = RAW_BANNER + b">" if self.hush else RAW_BANNER
+            i = self.swallowed.find(banner)
             if i < 0:
                 return
-            data = self.swallowed[i:]
+            data = self.swallowed[i + len(banner):] if self.hush else self.swallowed[i:]
+            self.hush = False
             self.swallowed = b""
             self.swallow = None
             self.raw = True

@@ -2,11 +2,13 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from mpremote.transport_serial import SerialTransport
 
 from host_tools.vboard import ChannelError, VirtualBoardProcess
 from host_tools.vboard.supervisor import STANDINS_KB, VIRTUAL_DIR, micropython_path
@@ -64,6 +66,45 @@ def test_ctrl_c_interrupts_main_and_ctrl_d_reboots(vboard):
         ev = vboard.channel.wait_kind("boot", since=mark)
         assert ev["cause"] == "PWRON_RESET"  # a soft reboot keeps the reset cause
         assert ev["mode"] == "friendly"
+    finally:
+        con.close()
+
+
+def test_ctrl_c_between_repl_lines_is_not_a_reset(vboard):
+    """The unix port dies of a SIGINT that lands between REPL lines, where a
+    board prints a new prompt; mpremote's Ctrl-B then Ctrl-C can land there.
+    The board comes back at the same REPL: same reset cause, main.py not run
+    again, and the keys sent after the Ctrl-C still arrive."""
+    (vboard.root / "main.py").write_text("print('main started')\n")
+    con = SerialExpect(vboard.link)
+    try:
+        mark = vboard.channel.mark()
+        vboard.channel.power_cycle()
+        boot = vboard.channel.wait_kind("boot", since=mark, cause="PWRON_RESET")
+        con.expect("main started")
+        vboard.channel.wait_kind("ready", since=mark)
+        con.expect(">>> ")
+        mark = vboard.channel.mark()
+        os.kill(boot["pid"], signal.SIGINT)  # the window, made certain
+        con.send("print(6 * 7)\r")
+        assert vboard.channel.wait_kind("exit", since=mark)["code"] == -signal.SIGINT
+        again = vboard.channel.wait_kind("boot", since=mark)
+        assert (again["cause"], again["mode"]) == ("PWRON_RESET", "friendly")
+        said = con.expect("42").string
+        assert "main started" not in said and "interpreter died" not in said
+
+        # the raw REPL too: mpremote's exec after the process died under it
+        con.close()
+        t = SerialTransport(str(vboard.link), baudrate=115200)
+        try:
+            t.enter_raw_repl(soft_reset=False)
+            mark = vboard.channel.mark()
+            os.kill(again["pid"], signal.SIGINT)
+            assert t.exec("print(7 * 6)").strip() == b"42"
+            again = vboard.channel.wait_kind("boot", since=mark)
+            assert (again["cause"], again["mode"]) == ("PWRON_RESET", "raw")
+        finally:
+            t.close()
     finally:
         con.close()
 
