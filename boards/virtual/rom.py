@@ -11,6 +11,9 @@ def _rom():
     import os
     import sys
 
+    # The stand-ins as the supervisor compiled them (.mpy), not this
+    # directory's sources: compiling here would leave the heap full of holes.
+    sys.path[0] = os.getenv("PGW_VBOARD_STANDINS") or sys.path[0]
     # The ROM partition first: one large buffer, while the heap is empty.
     import vboard_rom
 

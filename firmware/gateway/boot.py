@@ -15,6 +15,7 @@ _RECORD = const("/state/boot.txt")  # in STATE_DIR
 board = None
 config = None
 config_errors = []
+config_kept = False  # the config was checked at this boot and its result kept
 record = None
 safe_reason = "boot did not finish"  # run() replaces it; a failed boot stays safe
 boot_ticks = ticks_ms()
@@ -89,10 +90,11 @@ def leave_safe_mode():
 
 
 def run():
-    global board, config, config_errors, record, safe_reason
+    global board, config, config_errors, config_kept, record, safe_reason
     board = _board.load()
     board.failsafe()
     config, config_errors = _config.load()
+    config_kept = _config.kept
     record = load_record()
     record.boots += 1
     if not record.maintenance:

@@ -13,7 +13,9 @@
 #           meter's ek, ak, system_title) as {"#hex": "<hex>"}; no checked
 #           dict has that key, since the schema refuses unknown names
 # Anything else (missing, torn, another config or version) means checking
-# /config.json again and rewriting _CACHE.
+# /config.json again and rewriting _CACHE. After a check whose result was
+# kept, `kept` is True and main.py soft-reboots before the app starts, so
+# the app never carries the schema's qstrs.
 import hashlib
 import json
 import os
@@ -25,6 +27,7 @@ PATH = "/config.json"
 _CACHE = const("/state/config.checked")  # in boot.STATE_DIR
 _MAX_FILE = const(16384)  # as settings.py: a bigger file is refused, not read
 _HEX = const("#hex")
+kept = False  # this boot checked the config and kept the result in the cache
 
 
 def load(path=PATH, cache=_CACHE):
@@ -37,9 +40,11 @@ def load(path=PATH, cache=_CACHE):
     config = _cached(src, cache)
     if config is not None:
         return config, []
+    global kept
     config, errors = _check(src, path)
     if not errors:
         _save(cache, src, config)
+        kept = _cached(src, cache) is not None  # what the next boot will read
     return config, errors
 
 

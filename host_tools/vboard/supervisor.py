@@ -222,6 +222,24 @@ def board_heap_bytes(budget32, rom_bytes=0, standins32=STANDINS_KB * 1024):
     return pool + -(-pool * 3 // (8 * 4 * word)) + 4 * word
 
 
+# The stand-ins rom.py imports, compiled once per supervisor (not at every
+# boot from source): compiling in the board's heap would leave it full of
+# holes before the firmware starts, and intern every local name.
+STANDIN_MODULES = ("vboard_rom", "vboard_link", "machine", "network", "flash")
+
+
+def _compile_standins(out):
+    """boards/virtual's stand-ins as .mpy in `out` -> out. Each one's source
+    name is the path it is imported from, so __file__ shares its qstr."""
+    from host_tools.deploy import compile_mpy
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in STANDIN_MODULES:
+        dest = out / (name + ".mpy")
+        compile_mpy(VIRTUAL_DIR / (name + ".py"), dest, "x64", str(dest))
+    return out
+
+
 class VirtualBoard:
     def __init__(self, root, link, board="virtual", heap_kb=None, uid=None, log=None):
         self.board = load_board(board)
@@ -231,6 +249,7 @@ class VirtualBoard:
         self.heap_kb = heap_kb or self.board.heap_kb
         # The ROM partition's bytes: a host file beside the flash directory.
         self.romfs = self.root.with_name(self.root.name + ".romfs")
+        self.standins = _compile_standins(self.root.with_name(self.root.name + ".standins"))
         self.uid = uid or _uid_for(self.root)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.token = secrets.token_hex(8)
@@ -338,6 +357,7 @@ class VirtualBoard:
             PGW_VBOARD_CPU_HZ=str(self.board.cpu_hz),
             PGW_VBOARD_BOARD=self.board.name,
             PGW_VBOARD_ROMFS=str(self.romfs),
+            PGW_VBOARD_STANDINS=str(self.standins),
             PGW_VBOARD_ROMFS_BYTES=str(self.board.romfs_bytes),
             PGW_VBOARD_HEAP_KB=str(self.heap_kb),
         )
@@ -355,6 +375,7 @@ class VirtualBoard:
         self.pty = master
         self.cause = cause
         self.raw = mode == "raw"
+        self.tail = b""  # the last boot's banners say nothing about this one
         self.swallow = "pending" if mode == "raw" else None
         # Hold the host's keys until the flash is mounted (friendly) or the raw
         # REPL is back (raw): a Ctrl-C earlier would interrupt the ROM itself.
