@@ -14,16 +14,16 @@
 
 from compat import const
 
-EPOCH_2020 = 1577836800  # 2020-01-01T00:00:00Z: nothing earlier is a valid time
+_EPOCH_2020 = const(1577836800)  # 2020-01-01T00:00:00Z: nothing earlier is a valid time
 _UNIX_END = const(1 << 32)  # exclusive: 2106-02-07
 _MAX_LOCAL_MS = const(1 << 48)  # 8900 years of a millisecond counter
-MAX_RATE = 100000
+_MAX_RATE = const(100000)
 _DRIFT_SPAN_MS = const(3600000)  # device time between the two NTP syncs of a drift estimate
 
 # ClockError reasons
-CONFIG = "config"
-TIME = "time"
-LOCAL = "local"
+_CONFIG = const("config")
+_TIME = const("time")
+_LOCAL = const("local")
 
 
 class ClockError(ValueError):
@@ -39,7 +39,7 @@ def _is_int(v):
 
 def _setting(name, value, lo, hi):
     if not _is_int(value) or not lo <= value <= hi:
-        raise ClockError(CONFIG, "%s must be an int %d..%d, got %r" % (name, lo, hi, value))
+        raise ClockError(_CONFIG, "%s must be an int %d..%d, got %r" % (name, lo, hi, value))
     return value
 
 
@@ -56,7 +56,7 @@ def _age_text(ms):
 
 class Clock:
     def __init__(self, rate=1, max_age_s=86400, ack_after_s=10800, tolerance_s=30, ack_step_s=2):
-        self.rate = _setting("rate", rate, 1, MAX_RATE)
+        self.rate = _setting("rate", rate, 1, _MAX_RATE)
         self.max_age_ms = 1000 * _setting("max_age_s", max_age_s, 1, 365 * 86400)
         self.ack_after_ms = 1000 * _setting("ack_after_s", ack_after_s, 0, max_age_s)
         # the hub's time may differ by this much before it counts (real time)
@@ -79,9 +79,9 @@ class Clock:
 
     def _local(self, local_ms):
         if not _is_int(local_ms) or not 0 <= local_ms < _MAX_LOCAL_MS:
-            raise ClockError(LOCAL, "local ms must be an int 0..2**48, got %r" % (local_ms,))
+            raise ClockError(_LOCAL, "local ms must be an int 0..2**48, got %r" % (local_ms,))
         if self._local_ms is not None and local_ms < self._local_ms:
-            raise ClockError(LOCAL, "local ms %d is before the last sync at %d" % (
+            raise ClockError(_LOCAL, "local ms %d is before the last sync at %d" % (
                 local_ms, self._local_ms))
         return local_ms
 
@@ -106,10 +106,10 @@ class Clock:
         # An NTP answer: unix seconds plus a millisecond part, received when
         # the local counter read local_ms. Sets the clock. Returns the step
         # in device ms (None for the first sync).
-        if not _is_int(unix_s) or not EPOCH_2020 <= unix_s < _UNIX_END:
-            raise ClockError(TIME, "NTP time %r is not 2020..2106" % (unix_s,))
+        if not _is_int(unix_s) or not _EPOCH_2020 <= unix_s < _UNIX_END:
+            raise ClockError(_TIME, "NTP time %r is not 2020..2106" % (unix_s,))
         if not _is_int(ms) or not 0 <= ms <= 999:
-            raise ClockError(TIME, "millisecond part %r is not 0..999" % (ms,))
+            raise ClockError(_TIME, "millisecond part %r is not 0..999" % (ms,))
         self._local(local_ms)
         unix_ms = unix_s * 1000 + ms
         self._drift(unix_ms, local_ms)
@@ -148,8 +148,8 @@ class Clock:
         #                         off by more than ack_step_s; set to hub_ts
         #   "confirmed"           fallback: within ack_step_s; the clock keeps
         #                         its time and counts as synced now
-        if not _is_int(hub_ts) or not EPOCH_2020 <= hub_ts < _UNIX_END:
-            raise ClockError(TIME, "hub time %r is not 2020..2106" % (hub_ts,))
+        if not _is_int(hub_ts) or not _EPOCH_2020 <= hub_ts < _UNIX_END:
+            raise ClockError(_TIME, "hub time %r is not 2020..2106" % (hub_ts,))
         self._local(local_ms)
         hub_ms = hub_ts * 1000
         est = self._estimate_ms(local_ms)

@@ -15,8 +15,8 @@ try:
 except ImportError:
     import time as _time
 
-    _TICKS_PERIOD = 1 << 30  # MicroPython's ticks wrap at 2**30 ms
-    _TICKS_HALF = _TICKS_PERIOD // 2
+    _TICKS_PERIOD = const(1 << 30)  # MicroPython's ticks wrap at 2**30 ms
+    _TICKS_HALF = const(_TICKS_PERIOD // 2)
 
     def ticks_ms():
         return int(_time.monotonic() * 1000) & (_TICKS_PERIOD - 1)

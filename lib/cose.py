@@ -18,7 +18,7 @@ import p256
 _ALG_ES256 = const(-7)
 _KTY_EC2 = const(2)
 _CRV_P256 = const(1)
-TAG_SIGN1 = 18
+_TAG_SIGN1 = const(18)
 _H_ALG = const(1)
 _H_KID = const(4)
 # COSE_Key labels
@@ -29,7 +29,7 @@ _K_CRV = const(-1)
 _K_X = const(-2)
 _K_Y = const(-3)
 
-MAX_MESSAGE = 1024  # larger input is refused before it is decoded
+_MAX_MESSAGE = const(1024)  # larger input is refused before it is decoded
 
 
 class CoseError(ValueError):
@@ -61,7 +61,7 @@ def sign1(payload, kid, signer, external_aad=b""):
     protected = _protected(kid)
     digest = hashlib.sha256(_to_be_signed(protected, payload, external_aad)).digest()
     sig = signer.sign_digest(digest)
-    return cbor.dumps(cbor.Tag(TAG_SIGN1, [protected, {}, payload, sig]))
+    return cbor.dumps(cbor.Tag(_TAG_SIGN1, [protected, {}, payload, sig]))
 
 
 def _bstr(v, what):
@@ -73,8 +73,8 @@ def _bstr(v, what):
 def decode1(data):
     """Parse a COSE_Sign1 without checking its signature -> (kid, protected
     bytes, payload, signature). Hostile input gives CoseError only."""
-    if len(data) > MAX_MESSAGE:
-        raise CoseError("size", "%d bytes, at most %d" % (len(data), MAX_MESSAGE))
+    if len(data) > _MAX_MESSAGE:
+        raise CoseError("size", "%d bytes, at most %d" % (len(data), _MAX_MESSAGE))
     try:
         msg = cbor.loads(data, 4, 64)
     except cbor.CborError as e:
@@ -82,7 +82,7 @@ def decode1(data):
     # tagged, always: one form per message, and what pycose and others expect
     if not isinstance(msg, cbor.Tag):
         raise CoseError("format", "not tagged as COSE_Sign1 (18)")
-    if msg.tag != TAG_SIGN1:
+    if msg.tag != _TAG_SIGN1:
         raise CoseError("format", "tag %d, not COSE_Sign1 (18)" % msg.tag)
     msg = msg.value
     if not isinstance(msg, list) or len(msg) != 4:

@@ -21,26 +21,26 @@ _DEPARTURE_SLACK_MS = const(900000)  # start the must-charge 15 min early
 _LIVE_MAX = const(1000000)  # |W|, |mA| accepted in Live and Targets
 
 # Why a value was limited (Actions.*_reason), or why the fail-safe holds.
-INVERTER = "inverter"  # battery_max_w
-SOC_MIN = "soc_min"
-SOC_MAX = "soc_max"
-FUSE = "fuse"  # main fuse headroom on the worst phase
-EXPORT_CAP = "export_cap"
-BATTERY_TO_EV = "battery_to_ev"  # discharge limited to the household's net load
-CIRCUIT = "circuit"  # ev_max_a
-BELOW_MIN = "below_min"  # under 6 A: paused
-DEPARTURE = "departure"  # raised to the circuit max to be charged by departure
-NO_VEHICLE = "no_vehicle"  # pilot state A
-NOT_VENTILATED = "ventilation"  # pilot state D: this site has no ventilation
-PILOT_FAULT = "pilot_fault"  # pilot state E, F or unknown
-RELAY = "relay"  # its relay is not closed (see the relay's reason)
-UNDER_LOAD = "under_load"  # relay kept closed until the device stops drawing
-FAILSAFE = "failsafe"
-NO_DATA = "no_data"  # fail-safe: no meter data
-STALE = "stale"  # fail-safe: meter data older than stale_ms
-HUB_LOST = "hub_lost"  # fail-safe: hub unreachable past its timeout
-REQUESTED = "requested"  # fail-safe: request_safe()
-CLICK = "click_test"  # a relay switched by click() in a requested hold
+_INVERTER = const("inverter")  # battery_max_w
+_SOC_MIN = const("soc_min")
+_SOC_MAX = const("soc_max")
+_FUSE = const("fuse")  # main fuse headroom on the worst phase
+_EXPORT_CAP = const("export_cap")
+_BATTERY_TO_EV = const("battery_to_ev")  # discharge limited to the household's net load
+_CIRCUIT = const("circuit")  # ev_max_a
+_BELOW_MIN = const("below_min")  # under 6 A: paused
+_DEPARTURE = const("departure")  # raised to the circuit max to be charged by departure
+_NO_VEHICLE = const("no_vehicle")  # pilot state A
+_NOT_VENTILATED = const("ventilation")  # pilot state D: this site has no ventilation
+_PILOT_FAULT = const("pilot_fault")  # pilot state E, F or unknown
+_RELAY = const("relay")  # its relay is not closed (see the relay's reason)
+_UNDER_LOAD = const("under_load")  # relay kept closed until the device stops drawing
+_FAILSAFE = const("failsafe")
+_NO_DATA = const("no_data")  # fail-safe: no meter data
+_STALE = const("stale")  # fail-safe: meter data older than stale_ms
+_HUB_LOST = const("hub_lost")  # fail-safe: hub unreachable past its timeout
+_REQUESTED = const("requested")  # fail-safe: request_safe()
+_CLICK = const("click_test")  # a relay switched by click() in a requested hold
 
 # (name, default, lo, hi); bool fields take True/False, hi None: no top.
 _SCHEMA = (
@@ -235,7 +235,7 @@ class Dispatcher:
         return RelayGuard(lim.relay_min_on_ms, lim.relay_min_off_ms, lim.relay_max_switches,
                           lim.relay_window_ms, start_ms)
 
-    def request_safe(self, reason=REQUESTED):
+    def request_safe(self, reason=_REQUESTED):
         # Hold the fail-safe from the next step until clear_safe().
         if not isinstance(reason, str) or not reason:
             raise EnvelopeError("arg", "reason must be a non-empty str")
@@ -293,11 +293,11 @@ class Dispatcher:
         why = self._safe_request
         if why is None:
             if live is None:
-                why = NO_DATA
+                why = _NO_DATA
             elif live.age_ms > lim.stale_ms:
-                why = STALE
+                why = _STALE
             elif hub_lost:
-                why = HUB_LOST
+                why = _HUB_LOST
         if why is not None:
             return self._failsafe(now_ms, why)
         self.battery_relay.release()
@@ -308,7 +308,7 @@ class Dispatcher:
         lim = self.limits
         act = Actions()
         act.failsafe = why
-        act.battery_reason = act.ev_reason = FAILSAFE
+        act.battery_reason = act.ev_reason = _FAILSAFE
         act.battery_relay_reason = self._hold(self.battery_relay, "battery", lim.failsafe_open_battery,
                                               now_ms)
         act.ev_relay_reason = self._hold(self.ev_relay, "ev", lim.failsafe_open_ev, now_ms)
@@ -324,10 +324,10 @@ class Dispatcher:
         if click is not None and click[0] == name:
             guard.release()
             guard.request(click[1], now_ms)
-            return guard.reason or CLICK
+            return guard.reason or _CLICK
         if opens:
             guard.force_safe(now_ms)
-            return FAILSAFE
+            return _FAILSAFE
         return None
 
     def _dispatch(self, now_ms, live, targets):
@@ -358,11 +358,11 @@ class Dispatcher:
         b, b_why = 0, None
         charge_ma = 0
         if want_b > 0:
-            b, b_why = _cap(want_b, None, lim.battery_max_w, INVERTER)
+            b, b_why = _cap(want_b, None, lim.battery_max_w, _INVERTER)
             if live.soc_pct >= lim.soc_max_pct:
-                b, b_why = 0, SOC_MAX
+                b, b_why = 0, _SOC_MAX
             room = min([limit - base[p] for p in lim.battery_lines])
-            b, b_why = _cap(b, b_why, max(0, room) * volts * n_bat // 1000, FUSE)
+            b, b_why = _cap(b, b_why, max(0, room) * volts * n_bat // 1000, _FUSE)
             charge_ma = _ceil_div(b * 1000, volts * n_bat)
 
         # 2. EV: pilot state, circuit, fuse headroom left by the battery,
@@ -370,28 +370,28 @@ class Dispatcher:
         e = targets.ev_ma or 0
         e_why = None
         if self._departure_due(now_ms, live) and e < lim.ev_max_ma:
-            e, e_why = lim.ev_max_ma, DEPARTURE
+            e, e_why = lim.ev_max_ma, _DEPARTURE
         if e and live.pilot is not None and live.pilot != evse.STATE_B and \
                 live.pilot != evse.STATE_C:
-            e_why = NO_VEHICLE if live.pilot == evse.STATE_A else \
-                NOT_VENTILATED if live.pilot == evse.STATE_D else PILOT_FAULT
+            e_why = _NO_VEHICLE if live.pilot == evse.STATE_A else \
+                _NOT_VENTILATED if live.pilot == evse.STATE_D else _PILOT_FAULT
             e = 0
-        e, e_why = _cap(e, e_why, lim.ev_max_ma, CIRCUIT)
+        e, e_why = _cap(e, e_why, lim.ev_max_ma, _CIRCUIT)
         room = None
         for p in lim.ev_lines:
             r = limit - base[p] - (charge_ma if p in lim.battery_lines else 0)
             room = r if room is None or r < room else room
-        e, e_why = _cap(e, e_why, max(0, room), FUSE)
+        e, e_why = _cap(e, e_why, max(0, room), _FUSE)
         if 0 < e < evse.MIN_MA:
             e = 0
-            e_why = e_why or BELOW_MIN
+            e_why = e_why or _BELOW_MIN
         # A contactor is not opened under load on request: the pilot pauses
         # the EV first, the relay opens once it has stopped drawing.
         under_load = e == 0 and self.ev_relay.closed and live.ev_ma >= _EV_DRAWING_MA
         act.ev_relay = self.ev_relay.request(e > 0 or under_load, now_ms)
-        act.ev_relay_reason = UNDER_LOAD if under_load else self.ev_relay.reason
+        act.ev_relay_reason = _UNDER_LOAD if under_load else self.ev_relay.reason
         if e and not act.ev_relay:
-            e, e_why = 0, RELAY
+            e, e_why = 0, _RELAY
         act.ev_ma = e
         act.ev_reason = e_why
         act.ev_duty_u16 = evse.duty_for_ma(e, lim.ev_max_ma) if e else evse.PAUSE_DUTY
@@ -399,19 +399,19 @@ class Dispatcher:
         # 3. Battery discharging: inverter, SoC min, fuse in the export
         # direction, export cap, and not into the EV unless allowed.
         if want_b < 0:
-            d, b_why = _cap(-want_b, None, lim.battery_max_w, INVERTER)
+            d, b_why = _cap(-want_b, None, lim.battery_max_w, _INVERTER)
             if live.soc_pct <= lim.soc_min_pct:
-                d, b_why = 0, SOC_MIN
+                d, b_why = 0, _SOC_MIN
             room = min([limit + base[p] for p in lim.battery_lines])
-            d, b_why = _cap(d, b_why, max(0, room) * volts * n_bat // 1000, FUSE)
+            d, b_why = _cap(d, b_why, max(0, room) * volts * n_bat // 1000, _FUSE)
             ev_charging = e > 0 or live.ev_ma >= _EV_DRAWING_MA
             cap_w = lim.export_cap_w + base_net_w
             if lim.allow_battery_to_ev and e > 0:
                 # Count only what the EV both draws now and is allowed next.
                 cap_w += min(ev_w_now, e * volts * n_ev // 1000)
-            d, b_why = _cap(d, b_why, max(0, cap_w), EXPORT_CAP)
+            d, b_why = _cap(d, b_why, max(0, cap_w), _EXPORT_CAP)
             if ev_charging and not lim.allow_battery_to_ev:
-                d, b_why = _cap(d, b_why, max(0, base_net_w), BATTERY_TO_EV)
+                d, b_why = _cap(d, b_why, max(0, base_net_w), _BATTERY_TO_EV)
             b = -d
 
         # 4. The battery relay: closed while the battery is to run, and
@@ -419,9 +419,9 @@ class Dispatcher:
         under_load = b == 0 and self.battery_relay.closed and \
             abs(live.battery_w) >= _BATTERY_RUNNING_W
         act.battery_relay = self.battery_relay.request(b != 0 or under_load, now_ms)
-        act.battery_relay_reason = UNDER_LOAD if under_load else self.battery_relay.reason
+        act.battery_relay_reason = _UNDER_LOAD if under_load else self.battery_relay.reason
         if b and not act.battery_relay:
-            b, b_why = 0, RELAY
+            b, b_why = 0, _RELAY
         act.battery_w = b
         act.battery_reason = b_why
         return act

@@ -44,8 +44,8 @@ STATE_F = "F"  # -12 V: EVSE not available
 UNKNOWN = "unknown"  # between the bands: a fault or a reading in transition
 
 _BAND_MV = const(1000)  # +-1 V around each nominal level
-_LEVELS = ((12000, STATE_A), (9000, STATE_B), (6000, STATE_C), (3000, STATE_D),
-           (0, STATE_E), (-12000, STATE_F))
+_LEVELS = const(((12000, "A"), (9000, "B"), (6000, "C"), (3000, "D"), (0, "E"),
+                 (-12000, "F")))  # (mV, STATE_A ... STATE_F)
 
 
 class PilotError(ValueError):

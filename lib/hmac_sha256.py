@@ -6,8 +6,9 @@ import hashlib
 from compat import const
 
 _BLOCK = const(64)
-_IPAD = int.from_bytes(b"\x36" * _BLOCK, "big")
-_OPAD = int.from_bytes(b"\x5c" * _BLOCK, "big")
+# 0x36 and 0x5c in every byte of a block, as one integer each
+_IPAD = const(((1 << 8 * _BLOCK) - 1) // 0xFF * 0x36)
+_OPAD = const(((1 << 8 * _BLOCK) - 1) // 0xFF * 0x5C)
 
 
 class HmacSha256:

@@ -15,15 +15,15 @@
 
 from compat import const
 
-EPOCH_2020 = 1577836800  # 2020-01-01T00:00:00Z, a multiple of 86400
+_EPOCH_2020 = const(1577836800)  # 2020-01-01T00:00:00Z, a multiple of 86400
 MAX_METERS = 8
-MAX_REGISTER = 1 << 48  # Wh; 281 TWh: anything above is garbage
+_MAX_REGISTER = const(1 << 48)  # Wh; 281 TWh: anything above is garbage
 _MAX_READING_MIN = const(1440)  # a READING's interval_min (lib/trade/messages.py)
 _MAX_READING_WH = const(0xFFFFFFFF)  # a READING's import_wh / export_wh
 LENGTHS_MIN = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)  # the divisors of 60
 
 _UNIX_END = const(1 << 32)  # exclusive: 2106-02-07
-_POWER_MIN = -(1 << 31)
+_POWER_MIN = const(-(1 << 31))
 _POWER_MAX = const((1 << 31) - 1)
 
 # per-meter state: one preallocated list each, indexed by these
@@ -40,7 +40,7 @@ _BASE_EXP = const(9)  # export register interpolated at it
 _FIELDS = const(10)
 
 # why a meter's baseline was dropped (counted in stats)
-RESETS = ("time", "register", "gap", "jump")
+_RESETS = const(("time", "register", "gap", "jump"))
 
 
 class IntervalError(ValueError):
@@ -113,19 +113,19 @@ class IntervalEngine:
         m = self._state[self._meter(meter_index)]
         if not m[_BASE]:
             return None
-        return (EPOCH_2020 + m[_BASE_S], m[_BASE_IMP], m[_BASE_EXP])
+        return (_EPOCH_2020 + m[_BASE_S], m[_BASE_IMP], m[_BASE_EXP])
 
     def restore(self, meter_index, ts, import_register_wh, export_register_wh):
         # Take back a baseline() kept across a reboot: the next sample's
         # reading starts at that boundary, interpolated from it, so readings
         # tile time across the downtime. Bad values raise and change nothing.
         m = self._state[self._meter(meter_index)]
-        if not _is_int(ts) or not EPOCH_2020 <= ts < _UNIX_END or ts % self._length_s:
+        if not _is_int(ts) or not _EPOCH_2020 <= ts < _UNIX_END or ts % self._length_s:
             self._invalid("time", "boundary", ts)
         for v in (import_register_wh, export_register_wh):
-            if not _is_int(v) or not 0 <= v <= MAX_REGISTER:
+            if not _is_int(v) or not 0 <= v <= _MAX_REGISTER:
                 self._invalid("register", "register", v)
-        s = ts - EPOCH_2020
+        s = ts - _EPOCH_2020
         m[_BASE] = 1
         m[_BASE_S] = s
         m[_BASE_IMP] = import_register_wh
@@ -150,18 +150,18 @@ class IntervalEngine:
         # whole gap: interval_min is a multiple of the length, ts the last
         # boundary crossed. Garbage raises IntervalError and changes nothing.
         m = self._state[self._meter(meter_index)]
-        if not _is_int(t_s) or not EPOCH_2020 <= t_s < _UNIX_END:
+        if not _is_int(t_s) or not _EPOCH_2020 <= t_s < _UNIX_END:
             self._invalid("time", "time", t_s)
         if not _is_int(ms) or not 0 <= ms <= 999:
             self._invalid("time", "millisecond part", ms)
         # (no loop over a tuple: this path allocates nothing)
-        if not _is_int(import_register_wh) or not 0 <= import_register_wh <= MAX_REGISTER:
+        if not _is_int(import_register_wh) or not 0 <= import_register_wh <= _MAX_REGISTER:
             self._invalid("register", "import register", import_register_wh)
-        if not _is_int(export_register_wh) or not 0 <= export_register_wh <= MAX_REGISTER:
+        if not _is_int(export_register_wh) or not 0 <= export_register_wh <= _MAX_REGISTER:
             self._invalid("register", "export register", export_register_wh)
         if not _is_int(power_w) or not _POWER_MIN <= power_w <= _POWER_MAX:
             self._invalid("power", "power", power_w)
-        s = t_s - EPOCH_2020
+        s = t_s - _EPOCH_2020
         if not m[_HAS]:
             self._hold(m, s, ms, import_register_wh, export_register_wh, power_w)
             return None
@@ -198,7 +198,7 @@ class IntervalEngine:
             # power: the last sample at or before the boundary
             at_boundary = boundary == s and ms == 0
             reading = IntervalReading(
-                meter_index, EPOCH_2020 + boundary, span_s // 60, import_wh, export_wh,
+                meter_index, _EPOCH_2020 + boundary, span_s // 60, import_wh, export_wh,
                 imp_b, exp_b, power_w if at_boundary else m[_POW])
             self.stats["readings"] += 1
         else:

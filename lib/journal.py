@@ -41,8 +41,8 @@ ORDER = 2
 WITNESS = 6
 
 _MAX_DATA = const(1024)  # bytes of one record's data
-MAX_SEQ = 0xFFFFFFFFFFFFFFFF
-_ACK_WINDOW = const(64)  # the hub's replay window (lib/trade/replay.py WINDOW)
+_MAX_SEQ = const(0xFFFFFFFFFFFFFFFF)
+_ACK_WINDOW = const(64)  # the hub's replay window (lib/trade/replay.py _WINDOW)
 
 _SEGMENT_MAGIC = const(b"PGJ\x01")
 _STATE_MAGIC = const(b"PGA\x01")
@@ -290,7 +290,7 @@ class _Scan:
         if v is None:
             return None
         seq = self.base + v[0]
-        if seq <= self.prev or seq > MAX_SEQ:
+        if seq <= self.prev or seq > _MAX_SEQ:
             return None
         back = 0
         if flags & _DELTA:
@@ -385,7 +385,7 @@ class _Scan:
 
 
 def _check_seq(seq):
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= _MAX_SEQ:
         raise JournalError("seq", "not a sequence number: %r" % (seq,))
 
 

@@ -19,10 +19,10 @@ import hashlib
 
 _HASH_LEN = const(32)
 MAX_SIZE = 0xFFFFFFFF  # a BLOCK's entries field is a uint32
-MAX_PATH = const(32)  # the longest audit path of a tree of MAX_SIZE leaves
+_MAX_PATH = const(32)  # the longest audit path of a tree of MAX_SIZE leaves
 
 _LEAF = const(b"\x00")
-_NODE = b"\x01"
+_NODE = const(b"\x01")
 
 
 class MerkleError(ValueError):
@@ -155,8 +155,8 @@ def root_from_path(leaf, index, size, path):
     _check_hash(leaf, "leaf hash")
     _check_int(size, "tree size", 1, MAX_SIZE, "size")
     _check_int(index, "index", 0, size - 1, "index")
-    if not isinstance(path, (list, tuple)) or len(path) > MAX_PATH:
-        raise MerkleError("path", "a list of at most %d hashes" % MAX_PATH)
+    if not isinstance(path, (list, tuple)) or len(path) > _MAX_PATH:
+        raise MerkleError("path", "a list of at most %d hashes" % _MAX_PATH)
     fn = index
     sn = size - 1
     r = bytes(leaf)

@@ -21,10 +21,10 @@
 from compat import const
 from hmac_sha256 import HmacSha256
 
-P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+_P = const(0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF)
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
-GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
+_GX = const(0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296)
+_GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
 _B = const(0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B)
 
 # The comb table: entry i (0..127) is the affine point c(i)*G with
@@ -83,7 +83,7 @@ def _inv(a, m):
 def _dbl(X, Y, Z):
     # 2*(X, Y, Z) in Jacobian coordinates, a = -3 (dbl-2001-b); infinity
     # (Z = 0) stays infinity.
-    p = P
+    p = _P
     d = Z * Z % p
     g = Y * Y % p
     b = X * g % p
@@ -96,7 +96,7 @@ def _dbl(X, Y, Z):
 def _add(X, Y, Z, x2, y2):
     # (X, Y, Z) + (x2, y2), Jacobian plus affine, every case handled
     # (variable time: public points and the table only).
-    p = P
+    p = _P
     if not Z:
         return x2, y2, 1
     zz = Z * Z % p
@@ -117,7 +117,7 @@ def _normalize(xs, ys, zs):
     # Jacobian points (lists of X, Y and Z != 0; lists, as a 3-tuple costs
     # a slow heap allocation) to affine in place in xs and ys, with one
     # inversion for all (Montgomery's trick). Public values only.
-    p = P
+    p = _P
     prefix = []
     acc = 1
     for z in zs:
@@ -144,10 +144,10 @@ def _get(table, i):
 
 
 def _build_table():
-    p = P
+    p = _P
     # 2^(32t) G (t = 0..7) and 2^(32t + 1) G (t = 0..6), alternately
     xs, ys, zs = [], [], []
-    X, Y, Z = GX, GY, 1
+    X, Y, Z = _GX, _GY, 1
     for t in range(15):
         xs.append(X)
         ys.append(Y)
@@ -216,7 +216,7 @@ def _mul_base(k):
     # sums stay below N in size and differ from the column's point), and it
     # does for exactly two k (tests/lib/p256_vectors.py, COMB_DOUBLING_K):
     # then Z == 0 and the caller takes _mul_public, which handles every case.
-    p = P
+    p = _P
     odd = k & 1
     cols = _columns((N - k, k)[odd])  # odd, and x((N - k)G) = x(kG)
     tab = memoryview(_table())
@@ -281,7 +281,7 @@ def _odd_multiples(qx, qy):
     # is a mixed addition (addition formulas use neither a nor b), and one
     # inversion brings all back. Q has prime order, so no step meets a
     # doubling or an opposite point.
-    p = P
+    p = _P
     dx, dy, Z2 = _dbl(qx, qy, 1)
     zz = Z2 * Z2 % p
     X = qx * zz % p
@@ -310,7 +310,7 @@ def _odd_multiples(qx, qy):
 def _mul_public(u1, u2, qx, qy):
     # u1*G + u2*Q (Q skipped when u2 == 0) as Jacobian (X, Y, Z), Z == 0 for
     # infinity. Variable time, every case handled.
-    p = P
+    p = _P
     naf = _wnaf5(u2)
     top = len(naf) - 1
     while top >= 0 and not naf[top]:
@@ -400,9 +400,9 @@ def _digest_int(digest):
 def check_public(x, y):
     # Raises SignatureError("point") unless (x, y) is a point of the curve
     # (which also excludes infinity: it has no affine coordinates).
-    if not isinstance(x, int) or not isinstance(y, int) or not (0 <= x < P and 0 <= y < P):
+    if not isinstance(x, int) or not isinstance(y, int) or not (0 <= x < _P and 0 <= y < _P):
         raise SignatureError("point", "public key coordinates not in [0, P-1]")
-    if (y * y - x * (x * x - 3) - _B) % P:
+    if (y * y - x * (x * x - 3) - _B) % _P:
         raise SignatureError("point", "public key not on the curve")
 
 
@@ -426,7 +426,7 @@ def public_key(d):
     X, Y, Z = _mul_base(d)
     if not Z:
         X, Y, Z = _mul_public(d, 0, 0, 0)
-    p = P
+    p = _P
     # Z depends on the secret: Fermat's inversion (a public exponent) here,
     # as deriving a key is rare; signing blinds instead (see _sign_with).
     zi = pow(Z, p - 2, p)
@@ -453,7 +453,7 @@ def _sign_with(d, e, k, mac, v):
     # key (HMAC_K(V || 2), HMAC_K(V || 3): the DRBG itself is not advanced,
     # so the nonces stay those of RFC 6979). Euclid then sees a uniformly
     # random value and costs ~63 us where Fermat costs ~370 us.
-    p = P
+    p = _P
     n = N
     X, Y, Z = _mul_base(k)
     if not Z:
@@ -523,7 +523,7 @@ def verify_digest(pub, digest, sig):
     check_public(qx, qy)
     w = _inv(s, n)
     X, Y, Z = _mul_public(e * w % n, r * w % n, qx, qy)
-    p = P
+    p = _P
     if Z:
         zz = Z * Z % p
         # x(R) mod N == r, x(R) = X/Z^2 in [0, P-1]: x(R) is r or r + N

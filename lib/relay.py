@@ -28,11 +28,11 @@ _MAX_WINDOW_MS = const(86400000)  # 1 day
 _MAX_SWITCHES = const(100)  # also the size of the history kept
 
 # Why a request did not switch the relay (RelayGuard.reason).
-MIN_ON = "min_on"  # deferred: closed for less than min_on_ms
-MIN_OFF = "min_off"  # deferred: open for less than min_off_ms
+_MIN_ON = const("min_on")  # deferred: closed for less than min_on_ms
+_MIN_OFF = const("min_off")  # deferred: open for less than min_off_ms
 RATE = "rate"  # deferred: max_switches already in the last window_ms
-LATCHED = "latched"  # refused: force_safe() latched it open; release() first
-FORCED = "forced"  # not a request: force_safe() opened or held it open
+_LATCHED = const("latched")  # refused: force_safe() latched it open; release() first
+_FORCED = const("forced")  # not a request: force_safe() opened or held it open
 
 
 class RelayError(ValueError):
@@ -114,11 +114,11 @@ class RelayGuard:
             return self.closed
         if closed and self.latched:
             self.refused += 1
-            self.reason = LATCHED
+            self.reason = _LATCHED
             return self.closed
         dwell = self.min_on_ms if self.closed else self.min_off_ms
         if now_ms - self.changed_ms < dwell:
-            self.reason = MIN_ON if self.closed else MIN_OFF
+            self.reason = _MIN_ON if self.closed else _MIN_OFF
         elif not self._rate_allows(now_ms):
             self.reason = RATE
         else:
@@ -136,7 +136,7 @@ class RelayGuard:
             now_ms = self._last_ms
         self._last_ms = now_ms
         self.latched = True
-        self.reason = FORCED
+        self.reason = _FORCED
         if self.closed:
             self.forced += 1
             self._switch(False, now_ms)

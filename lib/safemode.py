@@ -10,10 +10,10 @@
 # damaged record is treated as empty rather than stopping the boot.
 from compat import const
 
-SAFE_MODE_AFTER = const(3)
+_SAFE_MODE_AFTER = const(3)
 
-REASON_BUTTON = "button held at boot"
-REASON_CRASHES = "app crashed before reporting healthy"
+_REASON_BUTTON = const("button held at boot")
+_REASON_CRASHES = const("app crashed before reporting healthy")
 _REASON_MAINTENANCE = const("maintenance boot requested")
 _FIELDS = const(("boots", "unhealthy", "maintenance"))
 
@@ -56,12 +56,12 @@ def _is_name(key):
     return key != ""
 
 
-def decide(record, button_held, limit=SAFE_MODE_AFTER):
+def decide(record, button_held, limit=_SAFE_MODE_AFTER):
     # -> reason for safe mode, or None to start the app.
     if button_held:
-        return REASON_BUTTON
+        return _REASON_BUTTON
     if record.maintenance:
         return _REASON_MAINTENANCE
     if record.unhealthy >= limit:
-        return REASON_CRASHES
+        return _REASON_CRASHES
     return None

@@ -6,7 +6,7 @@ import sys
 import asyncio
 import machine
 
-from compat import heap_free_alloc32, print_exception
+from compat import const, heap_free_alloc32, print_exception
 from gateway import boot, usbconsole
 from gateway.monotonic import Monotonic
 from gateway.version import VERSION
@@ -29,7 +29,8 @@ def _drop_config_modules():
     gc.collect()
 
 
-_CMD_SEQ = boot.STATE_DIR + "/command.seq"  # the last accepted COMMAND's seq
+# in gateway.boot.STATE_DIR, spelt out: const() folds no concatenation
+_CMD_SEQ = const("/state/command.seq")  # the last accepted COMMAND's seq
 
 
 def _load_int(path):

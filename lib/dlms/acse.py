@@ -16,15 +16,15 @@ from compat import const
 
 from dlms.apdu import ApduError, DlmsError
 
-AARQ = const(0x60)
-AARE = const(0x61)
-RLRQ = const(0x62)
-RLRE = const(0x63)
+_AARQ = const(0x60)
+_AARE = const(0x61)
+_RLRQ = const(0x62)
+_RLRE = const(0x63)
 _INITIATE_REQUEST = const(0x01)
-INITIATE_RESPONSE = const(0x08)
+_INITIATE_RESPONSE = const(0x08)
 _GLO_INITIATE_REQUEST = const(0x21)
 GLO_INITIATE_RESPONSE = const(0x28)
-CONFIRMED_SERVICE_ERROR = const(0x0E)
+_CONFIRMED_SERVICE_ERROR = const(0x0E)
 
 CONTEXT_LN = const(1)
 CONTEXT_LN_CIPHERED = const(3)
@@ -32,35 +32,35 @@ MECH_NONE = const(0)
 MECH_LLS = const(1)
 MECH_HLS_GMAC = const(5)
 
-ACCEPTED = const(0)
-REJECTED_PERMANENT = const(1)
+_ACCEPTED = const(0)
+_REJECTED_PERMANENT = const(1)
 _REJECTED_TRANSIENT = const(2)
 _DIAG_AUTHENTICATION_FAILURE = const(13)
-DIAG_AUTHENTICATION_REQUIRED = const(14)
+_DIAG_AUTHENTICATION_REQUIRED = const(14)
 SOURCE_USER = const(1)
-SOURCE_PROVIDER = const(2)
+_SOURCE_PROVIDER = const(2)
 
 # conformance block bits (Green Book 9.4.6.1), as a 24-bit big-endian value
-CONF_GENERAL_PROTECTION = const(0x400000)
+_CONF_GENERAL_PROTECTION = const(0x400000)
 _CONF_GENERAL_BLOCK_TRANSFER = const(0x200000)
-CONF_PRIORITY_MGMT = const(0x004000)
+_CONF_PRIORITY_MGMT = const(0x004000)
 _CONF_ATTRIBUTE0_GET = const(0x002000)
-CONF_BLOCK_GET = const(0x001000)
+_CONF_BLOCK_GET = const(0x001000)
 CONF_BLOCK_SET = const(0x000800)
 _CONF_BLOCK_ACTION = const(0x000400)
 CONF_MULTIPLE_REFERENCES = const(0x000200)
-CONF_DATA_NOTIFICATION = const(0x000080)
+_CONF_DATA_NOTIFICATION = const(0x000080)
 _CONF_ACCESS = const(0x000040)
-CONF_GET = const(0x000010)
-CONF_SET = const(0x000008)
-CONF_SELECTIVE_ACCESS = const(0x000004)
+_CONF_GET = const(0x000010)
+_CONF_SET = const(0x000008)
+_CONF_SELECTIVE_ACCESS = const(0x000004)
 _CONF_EVENT_NOTIFICATION = const(0x000002)
-CONF_ACTION = const(0x000001)
+_CONF_ACTION = const(0x000001)
 # GET, SET, ACTION, block-transfer-with-get, multiple-references, selective-access
 DEFAULT_CONFORMANCE = const(0x00121D)
 
 _DLMS_VERSION = const(6)
-VAA_LN = const(0x0007)
+_VAA_LN = const(0x0007)
 
 _OID = const(b"\x60\x85\x74\x05\x08")  # 2.16.756.5.8
 _AUTH_REQUIRED = const(b"\x07\x80")  # ACSE-requirements: authentication (bit 0)
@@ -81,7 +81,7 @@ def result_name(result):
 
 def diagnostic_name(diagnostic, source=SOURCE_USER):
     from dlms import names
-    return _word(names.PROVIDER_DIAGS if source == SOURCE_PROVIDER else names.USER_DIAGS, diagnostic)
+    return _word(names.PROVIDER_DIAGS if source == _SOURCE_PROVIDER else names.USER_DIAGS, diagnostic)
 
 
 class AssociationError(DlmsError):
@@ -203,7 +203,7 @@ class InitiateResponse:
 
 def parse_initiate_response(b):
     n = len(b)
-    if n < 1 or b[0] != INITIATE_RESPONSE:
+    if n < 1 or b[0] != _INITIATE_RESPONSE:
         raise ApduError("unexpected", b[0] if n else None)
     p = 1
     qos = None
@@ -246,7 +246,7 @@ def aarq(user_information, mechanism=MECH_NONE, auth_value=None, system_title=No
     _put(ui, 0x04, user_information)
     _put(body, 0xBE, ui)
     out = bytearray()
-    _put(out, AARQ, body)
+    _put(out, _AARQ, body)
     return bytes(out)
 
 
@@ -263,7 +263,7 @@ class Aare:
 
     @property
     def accepted(self):
-        return self.result == ACCEPTED
+        return self.result == _ACCEPTED
 
     def __repr__(self):
         return "Aare(context=%r, result=%r, diagnostic=%r, mechanism=%r)" % (
@@ -272,7 +272,7 @@ class Aare:
 
 def parse_aare(b):
     n = len(b)
-    if n < 1 or b[0] != AARE:
+    if n < 1 or b[0] != _AARE:
         raise ApduError("unexpected", b[0] if n else None)
     ln, p = _len(b, 1, n)
     if p + ln != n:
@@ -329,7 +329,7 @@ def rlrq(reason=RELEASE_NORMAL, user_information=None):
         _put(ui, 0x04, user_information)
         _put(body, 0xBE, ui)
     out = bytearray()
-    _put(out, RLRQ, body)
+    _put(out, _RLRQ, body)
     return bytes(out)
 
 
@@ -344,7 +344,7 @@ class Rlre:
 
 def parse_rlre(b):
     n = len(b)
-    if n < 1 or b[0] != RLRE:
+    if n < 1 or b[0] != _RLRE:
         raise ApduError("unexpected", b[0] if n else None)
     ln, p = _len(b, 1, n)
     if p + ln != n:
@@ -366,6 +366,6 @@ def parse_rlre(b):
 
 def decode(b):
     # AARE or RLRE -> Aare or Rlre (apdu.decode dispatches here)
-    if len(b) and b[0] == AARE:
+    if len(b) and b[0] == _AARE:
         return parse_aare(b)
     return parse_rlre(b)

@@ -63,8 +63,8 @@ from dlms.obis import Obis
 _ASSOCIATION_LN_CLASS = const(15)
 _REPLY_TO_HLS = const(1)  # method 1: reply_to_HLS_authentication
 
-CIPHER_GLO = const(0)  # service-specific glo-ciphering (C8, CB, ...)
-CIPHER_GENERAL = const(1)  # general-glo-ciphering (DB)
+_CIPHER_GLO = const(0)  # service-specific glo-ciphering (C8, CB, ...)
+_CIPHER_GENERAL = const(1)  # general-glo-ciphering (DB)
 
 _WAIT_NONE = const(0)
 _WAIT_OPEN = const(1)
@@ -263,13 +263,13 @@ class Client:
     # security). security: a dlms.security.SecurityContext (our system title,
     # keys, invocation counter; set its dedicated_key for general-ded
     # ciphering); with it the association is ciphered (context LN with
-    # ciphering) unless cipher_apdus is False. ciphering: CIPHER_GLO or
-    # CIPHER_GENERAL; security_control: SC byte of our APDUs (0x30:
+    # ciphering) unless cipher_apdus is False. ciphering: 0 (_CIPHER_GLO)
+    # or 1 (_CIPHER_GENERAL); security_control: SC byte of our APDUs (0x30:
     # authenticated and encrypted, suite 0). max_pdu: proposed
     # client-max-receive-pdu-size (bounds every block the meter sends).
     # max_get_size bounds a non-streamed GET; max_row one streamed row.
     def __init__(self, mechanism=acse.MECH_NONE, password=None, security=None,
-                 conformance=acse.DEFAULT_CONFORMANCE, max_pdu=1024, ciphering=CIPHER_GLO,
+                 conformance=acse.DEFAULT_CONFORMANCE, max_pdu=1024, ciphering=_CIPHER_GLO,
                  security_control=0x30, cipher_apdus=True, max_get_size=16384, max_row=1024,
                  max_stream_size=1 << 20, challenge_len=16, rng=None, invoke_id=1,
                  rotate_invoke=False, high_priority=True):
@@ -321,7 +321,7 @@ class Client:
         from dlms import security  # loaded with the SecurityContext: a lookup
 
         ded = self._dedicated and not init
-        general = not init and (ded or self.ciphering == CIPHER_GENERAL)
+        general = not init and (ded or self.ciphering == _CIPHER_GENERAL)
         try:
             return self.security.protect(self.security_control, plain, general, ded)
         except security.SecurityError as e:

@@ -12,13 +12,13 @@ class CosemError(ValueError):
 
 
 # class ids (Blue Book 4.5 .. 4.6) and the versions this module follows
-DATA = const(1)
+_DATA = const(1)
 REGISTER = const(3)
-EXTENDED_REGISTER = const(4)
+_EXTENDED_REGISTER = const(4)
 DEMAND_REGISTER = const(5)
 PROFILE_GENERIC = const(7)
 CLOCK = const(8)
-DISCONNECT_CONTROL = const(70)
+_DISCONNECT_CONTROL = const(70)
 
 _LOGICAL_NAME = const(1)  # attribute 1 of every class
 # Data (1, version 0)
@@ -44,12 +44,12 @@ PROFILE_CAPTURE_OBJECTS = const(3)
 _PROFILE_CAPTURE_PERIOD = const(4)
 _PROFILE_SORT_METHOD = const(5)
 _PROFILE_SORT_OBJECT = const(6)
-PROFILE_ENTRIES_IN_USE = const(7)
-PROFILE_ENTRIES = const(8)
+_PROFILE_ENTRIES_IN_USE = const(7)
+_PROFILE_ENTRIES = const(8)
 # Clock (8, version 0)
 CLOCK_TIME = const(2)
-CLOCK_TIME_ZONE = const(3)
-CLOCK_STATUS = const(4)
+_CLOCK_TIME_ZONE = const(3)
+_CLOCK_STATUS = const(4)
 _CLOCK_DST_BEGIN = const(5)
 _CLOCK_DST_END = const(6)
 _CLOCK_DST_DEVIATION = const(7)
@@ -60,9 +60,9 @@ _DISCONNECT_OUTPUT_STATE = const(2)
 _DISCONNECT_CONTROL_STATE = const(3)
 _DISCONNECT_CONTROL_MODE = const(4)
 # control_state values
-DISCONNECTED = const(0)
-CONNECTED = const(1)
-READY_FOR_RECONNECTION = const(2)
+_DISCONNECTED = const(0)
+_CONNECTED = const(1)
+_READY_FOR_RECONNECTION = const(2)
 
 # access selectors of Profile generic buffer (attribute 2)
 ACCESS_RANGE = const(1)
@@ -137,15 +137,15 @@ def format_scaled(value, scaler):
 # DLMS unit symbols: in dlms.names (imported on first use).
 
 # frequent ones by name
-UNIT_W = const(27)
+_UNIT_W = const(27)
 _UNIT_VA = const(28)
 _UNIT_VAR = const(29)
-UNIT_WH = const(30)
+_UNIT_WH = const(30)
 _UNIT_VAH = const(31)
 _UNIT_VARH = const(32)
-UNIT_A = const(33)
-UNIT_V = const(35)
-UNIT_HZ = const(44)
+_UNIT_A = const(33)
+_UNIT_V = const(35)
+_UNIT_HZ = const(44)
 _UNIT_PERCENT = const(56)
 _UNIT_COUNT = const(255)
 

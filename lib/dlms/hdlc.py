@@ -21,17 +21,17 @@ _FLAG_B = const(b"\x7e")
 
 # Control field values with the P/F bit clear. I frames: N(S) in bits 1-3,
 # N(R) in bits 5-7; S frames (RR, RNR, REJ): N(R) in bits 5-7.
-I = const(0x00)
-RR = const(0x01)
-RNR = const(0x05)
-REJ = const(0x09)
-SNRM = const(0x83)
-DISC = const(0x43)
-UA = const(0x63)
-DM = const(0x0F)
-FRMR = const(0x87)
-UI = const(0x03)
-PF = const(0x10)
+_I = const(0x00)
+_RR = const(0x01)
+_RNR = const(0x05)
+_REJ = const(0x09)
+_SNRM = const(0x83)
+_DISC = const(0x43)
+_UA = const(0x63)
+_DM = const(0x0F)
+_FRMR = const(0x87)
+_UI = const(0x03)
+_PF = const(0x10)
 
 _MAX_FRAME_LEN = const(2047)  # the 11-bit length field
 _MAX_INFO_LEN = const(2030)  # fits a frame even with two 4-byte addresses
@@ -54,8 +54,8 @@ _ERROR = const(3)
 
 # link states
 DISCONNECTED = const(0)
-CONNECTING = const(1)
-CONNECTED = const(2)
+_CONNECTING = const(1)
+_CONNECTED = const(2)
 _DISCONNECTING = const(3)
 
 _MAX_EVENTS = const(32)
@@ -197,14 +197,14 @@ class Frame:
         # I, RR, RNR, REJ, SNRM, DISC, UA, DM, FRMR, UI (or another U value)
         c = self.control
         if not c & 1:
-            return I
+            return _I
         if c & 3 == 1:
             return c & 0x0F
         return c & 0xEF
 
     @property
     def pf(self):
-        return bool(self.control & PF)
+        return bool(self.control & _PF)
 
     @property
     def ns(self):
@@ -600,7 +600,7 @@ class Link:
 
     @property
     def connected(self):
-        return self.state == CONNECTED
+        return self.state == _CONNECTED
 
     @property
     def busy(self):
@@ -643,8 +643,8 @@ class Link:
         # -> bytes of the SNRM; a Connected event follows the UA
         self._reset_transfer()
         self.framer.reset()
-        self.state = CONNECTING
-        self._ctrl = encode(self.server, self.client, SNRM | PF, snrm_info(*self._prop))
+        self.state = _CONNECTING
+        self._ctrl = encode(self.server, self.client, _SNRM | _PF, snrm_info(*self._prop))
         self._arm(now_ms)
         self._touch(now_ms)
         return self._ctrl
@@ -653,7 +653,7 @@ class Link:
         # -> bytes of the DISC; a Disconnected event follows the UA or DM
         self._reset_transfer()
         self.state = _DISCONNECTING
-        self._ctrl = encode(self.server, self.client, DISC | PF)
+        self._ctrl = encode(self.server, self.client, _DISC | _PF)
         self._arm(now_ms)
         self._touch(now_ms)
         return self._ctrl
@@ -662,7 +662,7 @@ class Link:
         # info (LLC header + APDU) -> list of frames' bytes for the first
         # window; later windows come out of receive_data as the server
         # acknowledges. Raises LinkStateError when not connected or busy.
-        if self.state != CONNECTED:
+        if self.state != _CONNECTED:
             raise LinkStateError("not connected")
         if self.busy:
             raise LinkStateError("busy")
@@ -700,7 +700,7 @@ class Link:
                 self._deadline = ticks_add(now_ms, self.response_timeout_ms)
             elif ticks_diff(now_ms, self._deadline) >= 0:
                 self._timeout(out, now_ms)
-        elif (self.state == CONNECTED and self.inactivity_timeout_ms and self._last is not None
+        elif (self.state == _CONNECTED and self.inactivity_timeout_ms and self._last is not None
               and ticks_diff(now_ms, self._last) >= self.inactivity_timeout_ms):
             self._down("inactivity", None)
         return out
@@ -719,7 +719,7 @@ class Link:
         self._retry += 1
         self.retransmissions += 1
         self._event(Error("timeout", self._retry))
-        if self.state != CONNECTED:
+        if self.state != _CONNECTED:
             out.append(self._ctrl)
         elif self._unacked:
             for _, b in self._unacked:
@@ -736,7 +736,7 @@ class Link:
         self._event(Disconnected(reason))
 
     def _rr(self):
-        return encode(self.server, self.client, RR | PF | self._vr << 5)
+        return encode(self.server, self.client, _RR | _PF | self._vr << 5)
 
     def _send_window(self, out):
         info = self._pending
@@ -747,7 +747,7 @@ class Link:
             seg = end < n
             control = self._vs << 1 | self._vr << 5
             if not seg or k == self.window_tx - 1:
-                control |= PF
+                control |= _PF
             b = encode(self.server, self.client, control, info, seg, self._pos, end)
             self._unacked.append((self._vs, b))
             self._vs = (self._vs + 1) & 7
@@ -777,32 +777,32 @@ class Link:
             return
         kind = f.kind
         st = self.state
-        if st == CONNECTING:
-            if kind == UA:
+        if st == _CONNECTING:
+            if kind == _UA:
                 self._on_ua(f)
                 self._touch(now_ms)
-            elif kind == DM:
+            elif kind == _DM:
                 self._down("dm", None)
             else:
                 self._event(Error("unexpected", f.control))
             return
         if st == _DISCONNECTING:
-            if kind == UA or kind == DM:
-                self._down("ua" if kind == UA else "dm", None)
+            if kind == _UA or kind == _DM:
+                self._down("ua" if kind == _UA else "dm", None)
             return
-        if st != CONNECTED:
+        if st != _CONNECTED:
             self.ignored += 1
             return
         self._touch(now_ms)
-        if kind == I:
+        if kind == _I:
             self._on_i(f, out, now_ms)
-        elif kind == RR or kind == RNR or kind == REJ:
+        elif kind == _RR or kind == _RNR or kind == _REJ:
             self._on_s(f, kind, out, now_ms)
-        elif kind == UI:
+        elif kind == _UI:
             self._event(Data(f.info, False, True))
-        elif kind == DM:
+        elif kind == _DM:
             self._down("dm", None)
-        elif kind == FRMR:
+        elif kind == _FRMR:
             self._down("frmr", Error("frmr", f.info, True))
         else:
             self._event(Error("unexpected", f.control))
@@ -819,7 +819,7 @@ class Link:
         self.window_tx = min(self._prop[2], wrx, 7)
         self.window_rx = min(wtx, 7)
         self._reset_transfer()
-        self.state = CONNECTED
+        self.state = _CONNECTED
         self._event(Connected(self.max_info_tx, self.max_info_rx, self.window_tx, self.window_rx))
 
     def _reject(self, f, reason, detail, out, now_ms):
@@ -898,7 +898,7 @@ class Link:
             self._retry = 0
         if not f.pf:
             return
-        if kind == RNR:
+        if kind == _RNR:
             self._arm(now_ms)  # busy: ask again after the timeout
         elif self._unacked:
             # go back to N(R): the server lost what followed

@@ -29,7 +29,7 @@ _MAX_READ_REGISTERS = const(125)
 _MAX_WRITE_COILS = const(1968)
 _MAX_WRITE_REGISTERS = const(123)
 _MAX_RW_WRITE_REGISTERS = const(121)
-MAX_PDU = const(253)
+_MAX_PDU = const(253)
 
 
 class Request:

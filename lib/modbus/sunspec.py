@@ -217,7 +217,7 @@ _STORAGE = const(
 )
 
 _MPPT = const("DCA_SF:sf DCV_SF:sf DCW_SF:sf DCWH_SF:sf Evt:b32 N:u16 TmsPer:u16")
-_MPPT_MODULE = (
+_MPPT_MODULE = const(
     "ID:u16 IDStr:str8 DCA:u16:DCA_SF:A DCV:u16:DCV_SF:V DCW:u16:DCW_SF:W "
     "DCWH:a32:DCWH_SF:Wh Tms:u32::s Tmp:s16::C DCSt:e16 DCEvt:b32"
 )

@@ -11,7 +11,9 @@ from modbus import sunspec
 from modbus.pdu import write_multiple_registers, write_single_register
 
 MODEL = 124
-IDLE, CHARGE, DISCHARGE = 3, 1, 2  # StorCtl_Mod
+_IDLE = const(3)  # StorCtl_Mod
+_CHARGE = const(1)
+_DISCHARGE = const(2)
 _CTL = const(3)  # StorCtl_Mod's offset from the first data register
 _OUT = const(10)  # OutWRte, then InWRte at 11
 
@@ -39,7 +41,7 @@ def setpoint_writes(address, regs, battery_w):
     raw = w * 100 * 10 ** -sf // wmax  # percent of WChaMax, rounded down: never above the setpoint
     out_raw = raw if battery_w < 0 else 0
     in_raw = raw if battery_w > 0 else 0
-    mode = CHARGE if battery_w > 0 else DISCHARGE if battery_w < 0 else IDLE
+    mode = _CHARGE if battery_w > 0 else _DISCHARGE if battery_w < 0 else _IDLE
     base = address + 2
     return [write_multiple_registers(base + _OUT, [out_raw, in_raw]),
             write_single_register(base + _CTL, mode)]

@@ -19,9 +19,9 @@ from compat import const, ticks_diff
 from modbus import FrameError, ModbusError, ResponseMismatch, ResponseTimeout, SessionBusy, StreamBuffer
 from modbus.pdu import decode_response
 
-MAX_ADU = 260  # 7-byte MBAP header + 253-byte PDU
+_MAX_ADU = const(260)  # 7-byte MBAP header + 253-byte PDU
 _DEFAULT_PORT = const(502)
-RESPONSE_TIMEOUT_MS = 3000
+_RESPONSE_TIMEOUT_MS = const(3000)
 
 
 def encode(tid, unit, pdu):
@@ -60,13 +60,13 @@ class TcpClientSession:
     answer for an unknown or expired tid is dropped and counted (.unmatched).
     """
 
-    def __init__(self, max_outstanding=8, timeout_ms=RESPONSE_TIMEOUT_MS):
+    def __init__(self, max_outstanding=8, timeout_ms=_RESPONSE_TIMEOUT_MS):
         self.max_outstanding = max_outstanding
         self.timeout_ms = timeout_ms
         self._open = {}  # tid -> [unit, request, sent_ms]
         self._next = 1
         self._now = 0
-        self._buf = StreamBuffer(2 * MAX_ADU)
+        self._buf = StreamBuffer(2 * _MAX_ADU)
         self.unmatched = 0
         self.framing_errors = 0
         self.timeouts = 0
@@ -99,7 +99,7 @@ class TcpClientSession:
         while pos < len(mv):
             # After decoding, at most one partial ADU (< MAX_ADU) stays, so the
             # next slice always fits and nothing is lost.
-            take = min(len(mv) - pos, 2 * MAX_ADU - len(buf))
+            take = min(len(mv) - pos, 2 * _MAX_ADU - len(buf))
             buf.append(mv[pos:pos + take])
             pos += take
             while True:

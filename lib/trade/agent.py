@@ -25,8 +25,8 @@ from array import array
 from compat import const
 from envelope import Targets
 
-BUY = 0
-SELL = 1
+_BUY = const(0)
+_SELL = const(1)
 
 _SCALE = const(16)  # forecast profiles hold Wh x 16, so small updates count
 _MAX_WH = const(1000000)  # per interval: far above any household
@@ -285,7 +285,7 @@ class Agent:
             net += bat
         order = None
         if abs(net) >= self.min_order_wh:
-            order = self._order(t, BUY if net > 0 else SELL, abs(net))
+            order = self._order(t, _BUY if net > 0 else _SELL, abs(net))
         self._keep_plan(_Plan(t, load, pv, ev, must, need, bat, net, order))
         return [order] if order else []
 
@@ -295,7 +295,7 @@ class Agent:
         mid = feed_in + spread // 2
         # The first quarter of the band above feed-in, the last below
         # retail: a seller's cheapest step and a buyer's dearest still meet.
-        if side == SELL:
+        if side == _SELL:
             lo, hi = feed_in + spread // 4, mid
         else:
             lo, hi = mid, retail - spread // 4
@@ -304,7 +304,7 @@ class Agent:
         n = min(self.steps, energy)
         steps = []
         for i in range(n):
-            price = lo + (hi - lo) * i // (n - 1) if n > 1 else hi if side == SELL else lo
+            price = lo + (hi - lo) * i // (n - 1) if n > 1 else hi if side == _SELL else lo
             wh = energy // n + (1 if i < energy % n else 0)
             if steps and steps[-1][0] == price:
                 steps[-1][1] += wh
@@ -312,7 +312,7 @@ class Agent:
                 steps.append([price, wh])
         # limit_price: the price at which the whole energy is offered
         fields = {"interval_start": start, "interval_min": self.interval_min, "side": side,
-                  "energy_wh": energy, "limit_price": steps[-1][0] if side == SELL else steps[0][0]}
+                  "energy_wh": energy, "limit_price": steps[-1][0] if side == _SELL else steps[0][0]}
         if len(steps) > 1:
             fields["steps"] = steps
         return fields
@@ -495,7 +495,7 @@ class Agent:
                 what = "no order (net %d Wh)" % p.net
             else:
                 what = "%s %d Wh, limit %d%s" % (
-                    "buy" if o["side"] == BUY else "sell", o["energy_wh"], o["limit_price"],
+                    "buy" if o["side"] == _BUY else "sell", o["energy_wh"], o["limit_price"],
                     ", %d steps" % len(o["steps"]) if "steps" in o else "")
             lines.append("%s: load %d, pv %d, ev %d, battery %+d Wh -> %s" % (
                 _hhmm(self._local(p.start)), p.load, p.pv, p.ev, p.battery, what))

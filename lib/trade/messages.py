@@ -16,7 +16,7 @@ import cbor
 from compat import const
 import cose
 
-VERSION = 1
+_VERSION = const(1)
 
 READING = 1
 ORDER = 2
@@ -26,7 +26,7 @@ BLOCK = 5
 WITNESS = 6
 COMMAND = 7
 ACK = 8
-OTA = 9
+_OTA = const(9)
 
 _NAMES = const(("", "reading", "order", "trade", "settlement", "block", "witness", "command", "ack", "ota"))
 
@@ -76,7 +76,7 @@ FIELDS = (
 )
 
 # Signed size budgets (bytes), enforced when signing; docs/protocol.md explains them.
-BUDGET = (0, 160, 192, 160, 128, 192, 160, 160, 128, 256)
+_BUDGET = const((0, 160, 192, 160, 128, 192, 160, 160, 128, 256))
 MAX_MESSAGE = 512  # the most any receiver accepts
 
 
@@ -92,7 +92,7 @@ class Message:
     """A decoded message: type, version, seq, ts, fields (dict by name), and
     kid (the signer, when it came through open())."""
 
-    def __init__(self, mtype, seq, ts, fields, version=VERSION, kid=None):
+    def __init__(self, mtype, seq, ts, fields, version=_VERSION, kid=None):
         self.type = mtype
         self.version = version
         self.seq = seq
@@ -142,7 +142,7 @@ def encode(mtype, seq, ts, fields):
     spec = _spec(mtype)
     _check("seq", ("int", 0, U64), seq)
     _check("ts", _TS, ts)
-    out = [VERSION, mtype, seq, ts]
+    out = [_VERSION, mtype, seq, ts]
     missing = 0
     for name, kind in spec:
         optional = name[-1] == "?"
@@ -170,8 +170,8 @@ def decode(payload):
     if not isinstance(a, list) or len(a) < 4:
         raise ProtocolError("missing", "not a [version, type, seq, ts, ...] array")
     version, mtype, seq, ts = a[0], a[1], a[2], a[3]
-    if version != VERSION:
-        raise ProtocolError("version", "version %r, this reader speaks %d" % (version, VERSION))
+    if version != _VERSION:
+        raise ProtocolError("version", "version %r, this reader speaks %d" % (version, _VERSION))
     spec = _spec(mtype)
     _check("seq", ("int", 0, U64), seq)
     _check("ts", _TS, ts)
@@ -193,8 +193,8 @@ def decode(payload):
 def sign(mtype, seq, ts, fields, kid, signer):
     """Encode and sign a message -> COSE_Sign1 bytes, within the type's budget."""
     data = cose.sign1(encode(mtype, seq, ts, fields), kid, signer)
-    if len(data) > BUDGET[mtype]:
-        raise ProtocolError("size", "%s is %d bytes, the budget is %d" % (_NAMES[mtype], len(data), BUDGET[mtype]))
+    if len(data) > _BUDGET[mtype]:
+        raise ProtocolError("size", "%s is %d bytes, the budget is %d" % (_NAMES[mtype], len(data), _BUDGET[mtype]))
     return data
 
 

@@ -2,7 +2,7 @@
 #
 # Every sender numbers its messages with a monotonic sequence number. A
 # receiver remembers, per sender, the highest number it accepted and which
-# of the WINDOW numbers below it it has seen (a bitmap, as IPsec's
+# of the _WINDOW numbers below it it has seen (a bitmap, as IPsec's
 # anti-replay window): a number above the highest is taken, one inside the
 # window is taken once, one below the window is refused. Messages may thus
 # arrive out of order (store-and-forward after an outage) but never twice.
@@ -11,8 +11,9 @@
 # max_skew_s from the receiver's clock is refused where the protocol says
 # timing matters (commands, orders); readings may be late but not from the
 # future.
+from compat import const
 
-WINDOW = 64
+_WINDOW = const(64)
 
 
 class ReplayError(ValueError):
@@ -42,7 +43,7 @@ class ReplayWindow:
         if seq > top:
             return
         back = top - seq
-        if back >= WINDOW:
+        if back >= _WINDOW:
             raise ReplayError("too old", "seq %d is below the window (highest %d)" % (seq, top))
         if seen >> back & 1:
             raise ReplayError("replayed", "seq %d already seen" % seq)
@@ -57,7 +58,7 @@ class ReplayWindow:
         top, seen = st
         if seq > top:
             shift = seq - top
-            seen = (seen << shift | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            seen = (seen << shift | 1) & ((1 << _WINDOW) - 1) if shift < _WINDOW else 1
             st[0] = seq
         else:
             seen |= 1 << (top - seq)
@@ -70,7 +71,7 @@ class ReplayWindow:
     def restore(self, kid, highest):
         """Start from a persisted highest number (after a reboot): everything
         at or below it is refused, as the bitmap was not saved."""
-        self._state[kid] = [highest, (1 << WINDOW) - 1]
+        self._state[kid] = [highest, (1 << _WINDOW) - 1]
 
 
 def check_time(ts, now, max_skew_s=300, late_ok=False):

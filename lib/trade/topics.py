@@ -13,7 +13,7 @@
 
 from compat import const
 
-PREFIX = "pgw/1/"
+_PREFIX = const("pgw/1/")
 _DEVICE_OUT = const(("reading", "order", "witness"))
 _DEVICE_OTHER = const(("key", "in", "status"))
 _HUB_OUT = const(("block", "ota"))
@@ -39,13 +39,13 @@ def device(community, kid, leaf):
     """Topic of a device: leaf one of _DEVICE_OUT, "key" or "in"."""
     if leaf not in _DEVICE_OUT and leaf not in _DEVICE_OTHER:
         raise TopicError("no device topic %r" % (leaf,))
-    return "%s%s/dev/%s/%s" % (PREFIX, _community(community), kid_hex(kid), leaf)
+    return "%s%s/dev/%s/%s" % (_PREFIX, _community(community), kid_hex(kid), leaf)
 
 
 def hub(community, leaf):
     if leaf not in _HUB_OUT and leaf != "key":
         raise TopicError("no hub topic %r" % (leaf,))
-    return "%s%s/hub/%s" % (PREFIX, _community(community), leaf)
+    return "%s%s/hub/%s" % (_PREFIX, _community(community), leaf)
 
 
 def parse(topic):

@@ -32,7 +32,7 @@ from trade import replay
 
 _MAX_REQUEST = const(8192)  # bytes
 _MAX_PROOFS = const(96)
-MAX_PATH = const(32)  # the deepest tree a uint32 entry count allows
+_MAX_PATH = const(32)  # the deepest tree a uint32 entry count allows
 # top array, block, proof list, each proof (3 + its path): the most items
 # a request within _MAX_REQUEST can declare while obeying the caps
 _MAX_ITEMS = const(3 + 4 * 96 + 8192 // 34)
@@ -130,8 +130,8 @@ def decode_request(data):
             raise WitnessError("malformed", "seq or index out of range")
         if not isinstance(path, list):
             raise WitnessError("malformed", "a path is a list of hashes")
-        if len(path) > MAX_PATH:
-            raise WitnessError("size", "path of %d hashes, at most %d" % (len(path), MAX_PATH))
+        if len(path) > _MAX_PATH:
+            raise WitnessError("size", "path of %d hashes, at most %d" % (len(path), _MAX_PATH))
         for h in path:
             if not isinstance(h, bytes) or len(h) != _HASH:
                 raise WitnessError("malformed", "a path hash is 32 bytes")

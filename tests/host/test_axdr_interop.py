@@ -34,13 +34,13 @@ from hypothesis import strategies as st
 
 from dlms import axdr, cosem, obis
 from dlms.axdr import (
-    ARRAY, BCD, BIT_STRING, BOOLEAN, COMPACT_ARRAY, DATE, DATE_TIME, DONT_CARE, DOUBLE_LONG,
-    DOUBLE_LONG_UNSIGNED, ENUM, FLOAT32, FLOAT64, INTEGER, LONG, LONG64, LONG64_UNSIGNED,
-    LONG_UNSIGNED, NULL, OCTET_STRING, STRUCTURE, TIME, UNSIGNED, UTF8_STRING, VISIBLE_STRING,
-    ArrayStream, AxdrError, BitString, Date, DateTime, Time,
+    ARRAY, BIT_STRING, BOOLEAN, COMPACT_ARRAY, DATE, DATE_TIME, DONT_CARE, DOUBLE_LONG_UNSIGNED,
+    FLOAT32, FLOAT64, INTEGER, LONG_UNSIGNED, NULL, OCTET_STRING, STRUCTURE, TIME, UTF8_STRING,
+    VISIBLE_STRING, ArrayStream, AxdrError, BitString, Date, DateTime, Time,
 )
 from dlms.obis import Obis
-from test_axdr import AIDON_DATA_AT, AIDON_DATA_END, AIDON_FRAME, COMPACT, PROFILE_24, SIMPLE, h
+from test_axdr import (AIDON_DATA_AT, AIDON_DATA_END, AIDON_FRAME, BCD, COMPACT, DOUBLE_LONG, ENUM, LONG, LONG64,
+                       LONG64_UNSIGNED, PROFILE_24, SIMPLE, STATUS_DST, UNSIGNED, h)
 
 SETTINGS = GXDLMSSettings(False, None)
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -487,7 +487,7 @@ def test_date_time_against_dlms_cosem():
             assert dt.tzinfo is None and dt.replace(tzinfo=datetime.timezone.utc).timestamp() == ours.local_seconds()
         else:
             assert dt.timestamp() == ours.to_unix(), text
-        assert status.daylight_saving_active == bool(ours.status & axdr.STATUS_DST)
+        assert status.daylight_saving_active == bool(ours.status & STATUS_DST)
 
 
 # ---- hypothesis: every type, both directions, against gurux

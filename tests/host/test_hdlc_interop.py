@@ -18,7 +18,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from crc16 import crc16_modbus, crc16_x25  # noqa: E402
 from dlms import hdlc  # noqa: E402
-from dlms.hdlc import PF, RR, UA, Frame, FrameError, Framer, Link  # noqa: E402
+from dlms.hdlc import Frame, FrameError, Framer, Link  # noqa: E402
 
 gurux = pytest.importorskip("gurux_dlms")
 from gurux_dlms import GXByteBuffer, GXDLMSClient, GXReplyData  # noqa: E402
@@ -28,6 +28,7 @@ from dlms_cosem.hdlc import frames as dc_frames  # noqa: E402
 from dlms_cosem.hdlc.address import HdlcAddress  # noqa: E402
 
 SERVER = hdlc.server_address(1, 17)
+RR, UA, PF = 0x01, 0x63, 0x10  # control field values (IEC 62056-46); dlms.hdlc's are const()
 CLIENT = hdlc.client_address(16)
 AARE_APDU = bytes.fromhex(
     "6129a109060760857405080101a203020100a305a103020100be10040e0800065f1f0400001e1d04c80007")

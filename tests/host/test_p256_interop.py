@@ -148,8 +148,8 @@ def test_r_plus_n_signatures_agree_with_peers(u1, u2, t):
     # A signature whose R has x(R) >= N (r = x(R) - N), built with
     # python-ecdsa's point arithmetic: pick such an R, then Q = (R - u1*G)/u2,
     # s = r/u2 and e = u1*s, so that u1*G + u2*Q = R.
-    n, p = p256.N, p256.P
     curve = ecdsa.NIST256p.curve
+    n, p = p256.N, curve.p()
     x = n + t
     rhs = (x ** 3 - 3 * x + curve.b()) % p
     y = pow(rhs, (p + 1) // 4, p)

@@ -89,7 +89,7 @@ def test_parse_accepted_aare():
 
 def test_parse_rejected_aare():
     a = acse.parse_aare(h(AARE_BAD_CONTEXT))
-    assert not a.accepted and a.result == acse.REJECTED_PERMANENT
+    assert not a.accepted and a.result == 1  # rejected-permanent
     assert acse.diagnostic_name(a.diagnostic, a.source) == "application-context-name-not-supported"
     a = acse.parse_aare(h(AARE_VERSION_TOO_LOW))
     assert acse.diagnostic_name(a.diagnostic) == "no-reason-given"
@@ -99,7 +99,7 @@ def test_parse_rejected_aare():
 
 def test_parse_hls_aare():
     a = acse.parse_aare(h(AARE_HLS))
-    assert a.accepted and a.diagnostic == acse.DIAG_AUTHENTICATION_REQUIRED
+    assert a.accepted and a.diagnostic == 14  # authentication-required
     assert acse.diagnostic_name(a.diagnostic) == "authentication-required"
     assert a.mechanism == acse.MECH_HLS_GMAC and a.challenge == b"P6wRJ21F", a
 
@@ -157,7 +157,7 @@ def test_association_error_names():
     e = AssociationError("rejected", None, 1, 13)
     assert (e.result_name, e.diagnostic_name) == ("rejected-permanent", "authentication-failure"), str(e)
     assert "authentication-failure" in str(e) and isinstance(e, DlmsError)
-    e = AssociationError("rejected", None, 2, 2, acse.SOURCE_PROVIDER)
+    e = AssociationError("rejected", None, 2, 2, 2)  # source: acse-service-provider
     assert e.diagnostic_name == "no-common-acse-version", str(e)
     assert acse.diagnostic_name(11) == "authentication-mechanism-name-not-recognised"
     assert acse.diagnostic_name(99) is None and acse.result_name(7) is None
@@ -175,7 +175,7 @@ def test_acse_decoder_fuzz():
             r = apdu.decode(data)
             ok += 1
             ui = getattr(r, "user_information", None)
-            if ui and ui[0] == acse.INITIATE_RESPONSE:
+            if ui and ui[0] == 0x08:  # InitiateResponse
                 acse.parse_initiate_response(ui)
         except ApduError:
             pass

@@ -5,13 +5,14 @@ from mpcompat import raises
 
 from envelope import Dispatcher, Limits, Live, Targets
 from trade import messages as m
-from trade.agent import BUY, SELL, Agent, AgentError, Forecaster
-from protocol_vectors import DEVICE_D, Signer
+from trade.agent import Agent, AgentError, Forecaster
+from protocol_vectors import BUDGET, DEVICE_D, Signer
 
 DAY = 1750464000  # 2025-06-21 00:00:00 UTC
 FEED_IN = 80000  # 0.08 EUR/kWh
 RETAIL = 300000  # 0.30 EUR/kWh
 ME = b"\x01" * 8
+BUY, SELL = 0, 1  # an order's side; trade.agent's names are const()
 NEIGHBOUR = b"\x02" * 8
 CONFIG = {"feed_in_price": FEED_IN, "retail_price": RETAIL, "battery_capacity_wh": 10000,
           "battery_max_w": 3000, "soc_min_pct": 10, "soc_max_pct": 95, "reserve_pct": 20}
@@ -181,7 +182,7 @@ def test_a_sunny_noon_sells_what_the_battery_cannot_take():
     # the signed ORDER fits its budget
     dev = Signer(DEVICE_D)
     data = m.sign(m.ORDER, 2 ** 32 - 1, t - 600, o, dev.kid, dev)
-    assert len(data) <= m.BUDGET[m.ORDER], len(data)
+    assert len(data) <= BUDGET[m.ORDER], len(data)
     assert m.decode(m.encode(m.ORDER, 1, t, o)).fields == o
 
 

@@ -207,7 +207,7 @@ def test_sequence_numbers_up_to_2_64():
     try:
         j = Journal(d, segment_bytes=256, max_bytes=4096)
         j.open()
-        top = journal.MAX_SEQ
+        top = 0xFFFFFFFFFFFFFFFF
         want = []
         for k in range(30, -1, -1):
             want.append((top - k, READING, b"\x8b\x01\x01\x1b" + (top - k).to_bytes(8, "big") + b"abc"))

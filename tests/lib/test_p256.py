@@ -7,7 +7,12 @@ from mpcompat import SkipTest, raises
 
 import hmac_sha256
 import p256
-from p256 import N, P, SignatureError
+from p256 import N, SignatureError
+
+# The curve's field prime and generator (FIPS 186-4 D.1.2.3): p256's are const().
+P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
+GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
 
 def sha256(data):
@@ -200,7 +205,7 @@ def test_encode_decode_point():
     assert len(data) == 65 and data[0] == 4
     assert p256.decode_point(data) == RFC_PUB
     assert p256.decode_point(bytearray(data)) == RFC_PUB
-    assert p256.encode_point(p256.GX, p256.GY)[1:33] == p256.GX.to_bytes(32, "big")
+    assert p256.encode_point(GX, GY)[1:33] == GX.to_bytes(32, "big")
     for bad in (data[:64], data + b"\x00", b"\x02" + data[1:], b"\x03" + data[1:33], b""):
         assert reason(p256.decode_point, bad) == "point", bad
     off = bytearray(data)
@@ -213,8 +218,8 @@ def test_encode_decode_point():
 
 def test_public_key_small_multiples():
     # 1*G is the generator; (N-1)*G is its negation; 2*G matches the doubling
-    assert p256.public_key(1) == (p256.GX, p256.GY)
-    assert p256.public_key(N - 1) == (p256.GX, P - p256.GY)
+    assert p256.public_key(1) == (GX, GY)
+    assert p256.public_key(N - 1) == (GX, P - GY)
     for d in (2, 3, 0xFFFFFFFF, 1 << 128, N >> 1):
         x, y = p256.public_key(d)
         p256.check_public(x, y)
@@ -242,7 +247,7 @@ def test_comb_exceptional_nonce_falls_back():
 def test_r_plus_n_branch():
     # x(R) >= N, so r = x(R) - N: with Q = R, digest 0 and s = r, u1 = 0 and
     # u2 = 1 make R = Q. x = N + 3 is the first x >= N on the curve.
-    b = (p256.GY * p256.GY - p256.GX * (p256.GX * p256.GX - 3)) % P  # the curve's b
+    b = (GY * GY - GX * (GX * GX - 3)) % P  # the curve's b
     x = N + 3
     rhs = (x * x * x - 3 * x + b) % P
     y = pow(rhs, (P + 1) // 4, P)  # P = 3 (mod 4)
@@ -259,7 +264,7 @@ def test_mul_public_meets_doublings_and_infinity():
     pairs = ((1, 1), (2, N - 2), (N - 1, 1), (5, 3), (1 << 31, 1 << 31), (3, N - 1),
              (0xFFFFFFFF, 0xFFFFFFFF), (N >> 1, N >> 1), (N - 5, 3), (7, 7 << 200))
     for u1, u2 in pairs:
-        X, Y, Z = p256._mul_public(u1, u2, p256.GX, p256.GY)
+        X, Y, Z = p256._mul_public(u1, u2, GX, GY)
         total = (u1 + u2) % N
         if total == 0:
             assert Z == 0, (u1, u2)
@@ -270,7 +275,7 @@ def test_mul_public_meets_doublings_and_infinity():
     r = 12345
     digest = (N - r).to_bytes(32, "big")
     sig = r.to_bytes(32, "big") + (54321).to_bytes(32, "big")
-    assert reason(p256.verify_digest, (p256.GX, p256.GY), digest, sig) == "mismatch"
+    assert reason(p256.verify_digest, (GX, GY), digest, sig) == "mismatch"
 
 
 def test_table_is_the_comb_of_g():

@@ -10,8 +10,8 @@ from relay import RelayGuard
 def test_first_closing_waits_min_off_after_boot():
     g = RelayGuard(min_on_ms=1000, min_off_ms=2000, start_ms=500)
     assert g.closed is False and g.changed_ms == 500
-    assert g.request(True, 500) is False and g.reason == relay.MIN_OFF
-    assert g.request(True, 2499) is False and g.reason == relay.MIN_OFF
+    assert g.request(True, 500) is False and g.reason == "min_off"
+    assert g.request(True, 2499) is False and g.reason == "min_off"
     assert g.request(True, 2500) is True and g.reason is None
     assert g.switches == 1 and g.deferred == 2 and g.refused == 0
 
@@ -19,7 +19,7 @@ def test_first_closing_waits_min_off_after_boot():
 def test_min_on_defers_a_requested_opening():
     g = RelayGuard(min_on_ms=1000, min_off_ms=0, start_ms=0)
     assert g.request(True, 0) is True
-    assert g.request(False, 999) is True and g.reason == relay.MIN_ON
+    assert g.request(False, 999) is True and g.reason == "min_on"
     assert g.request(True, 999) is True and g.reason is None  # as asked: not deferred
     assert g.request(False, 1000) is False and g.reason is None
     assert g.deferred == 1 and g.changed_ms == 1000
@@ -42,12 +42,12 @@ def test_force_safe_opens_at_once_and_latches():
     g = RelayGuard(min_on_ms=60000, min_off_ms=30000, max_switches=2, window_ms=3600000)
     assert g.request(True, 30000) is True
     # Closed for 1 ms, rate used up: a request would wait, the safety opening does not.
-    assert g.request(False, 30001) is True and g.reason == relay.MIN_ON
+    assert g.request(False, 30001) is True and g.reason == "min_on"
     assert g.force_safe(30001) is False
-    assert g.closed is False and g.reason == relay.FORCED and g.latched
+    assert g.closed is False and g.reason == "forced" and g.latched
     assert g.forced == 1 and g.switches == 2
     # Latched: closing is refused, even after min_off.
-    assert g.request(True, 100000) is False and g.reason == relay.LATCHED
+    assert g.request(True, 100000) is False and g.reason == "latched"
     assert g.refused == 1
     g.release()
     # Released: closing still waits for the rate (2 switchings in the last hour).
@@ -63,7 +63,7 @@ def test_forced_opening_restarts_min_off():
     assert g.request(True, 5000) is True
     g.force_safe(6000)
     g.release()
-    assert g.request(True, 10999) is False and g.reason == relay.MIN_OFF
+    assert g.request(True, 10999) is False and g.reason == "min_off"
     assert g.request(True, 11000) is True
 
 

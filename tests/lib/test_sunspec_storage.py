@@ -18,9 +18,9 @@ def writes(w, regs=None, address=40100):
 
 def test_charge_discharge_idle():
     # rates first (OutWRte, InWRte at data offset 10), then StorCtl_Mod (offset 3)
-    assert writes(2500) == [(16, 40112, [0, 500]), (6, 40105, st.CHARGE)], writes(2500)
-    assert writes(-1000) == [(16, 40112, [200, 0]), (6, 40105, st.DISCHARGE)], writes(-1000)
-    assert writes(0) == [(16, 40112, [0, 0]), (6, 40105, st.IDLE)], writes(0)
+    assert writes(2500) == [(16, 40112, [0, 500]), (6, 40105, 1)], writes(2500)  # StorCtl_Mod 1: charge
+    assert writes(-1000) == [(16, 40112, [200, 0]), (6, 40105, 2)], writes(-1000)  # 2: discharge
+    assert writes(0) == [(16, 40112, [0, 0]), (6, 40105, 3)], writes(0)  # 3: idle
 
 
 def test_beyond_wchamax_is_cut_and_rounding_is_down():

@@ -11,7 +11,7 @@ import merkle
 from trade import messages as m
 from trade import witness
 from trade.witness import Witness, WitnessError
-from protocol_vectors import BUYER_D, DEVICE_D, HUB_D, Signer
+from protocol_vectors import BUDGET, BUYER_D, DEVICE_D, HUB_D, Signer
 
 DEV = Signer(DEVICE_D)
 OTHER = Signer(BUYER_D)
@@ -95,7 +95,7 @@ def test_a_valid_request_is_witnessed():
     assert got.unchecked == [] and got.missing == [] and got.linked is False, got
     # the fields are a WITNESS within its budget, as the firmware signs it
     data = m.sign(m.WITNESS, 7, NOW + 5, got.fields, DEV.kid, DEV)
-    assert len(data) <= m.BUDGET[m.WITNESS]
+    assert len(data) <= BUDGET[m.WITNESS]
     assert m.open_signed(data, ALL_KEYS.get).fields == got.fields
     assert w.last_block() == (0, block_hash)
     assert "block 0" in repr(got)

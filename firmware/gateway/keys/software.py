@@ -12,9 +12,10 @@ import os
 
 import cose
 import p256
+from compat import const
 from gateway.keys import KEY_FILE, KeyProviderError
 
-_MAGIC = b"PGWK1"
+_MAGIC = const(b"PGWK1")
 
 
 def _check(d):

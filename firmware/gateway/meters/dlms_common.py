@@ -8,7 +8,7 @@ from compat import const, ticks_diff, ticks_ms
 from dlms import cosem
 
 STATE_DIR = "/state"
-OWN_MARGIN = const(1000)  # own ICs reserved ahead of use, persisted before use
+_OWN_MARGIN = const(1000)  # own ICs reserved ahead of use, persisted before use
 _SAVE_EVERY_MS = const(60000)  # peers' counters: at most one write a minute
 _MAX_PEERS = const(8)
 _MAX_DEPTH = const(3)
@@ -125,7 +125,7 @@ class Counters:
     # replayed frame from before the reboot would pass).
     #   own N          every own IC used so far is below N
     #   peer TITLE IC  the last IC accepted from that sender
-    # Own: the next OWN_MARGIN counters are reserved and the reservation
+    # Own: the next _OWN_MARGIN counters are reserved and the reservation
     # written before the first of them is used. Peers: written at most once
     # a minute and on close(); a replay of the last minute before a power
     # cut would pass once after it.
@@ -163,7 +163,7 @@ class Counters:
         if next_ic + 64 < self.saved_own:
             return True
         old = self.own
-        self.own = next_ic + OWN_MARGIN
+        self.own = next_ic + _OWN_MARGIN
         if self.save():
             return True
         self.own = old

@@ -16,8 +16,8 @@ from dlms.obis import Obis
 from gateway.meters import MeterError
 from gateway.meters.dlms_common import Counters, derive, obis_text, quantity_of, to_quantity
 
-MAX_INFO = const(512)  # HDLC information field proposed both ways
-_HDLC_PDU = const(509)  # MAX_INFO - LLC: every response APDU fits one I frame
+_MAX_INFO = const(512)  # HDLC information field proposed both ways
+_HDLC_PDU = const(509)  # _MAX_INFO - LLC: every response APDU fits one I frame
 _TCP_PDU = const(1024)
 _WAIT_MS = const(50)  # read slice: how often the link's timers are looked at
 _IDLE_MS = const(45000)  # reconnect before a meter drops an idle link (60-120 s)
@@ -112,8 +112,8 @@ class Driver:
         if cfg["protocol"] == "dlms-hdlc":
             self.bus = service.serial_line(cfg)
             self.link = hdlc.Link(hdlc.server_address(cfg["server"], cfg["physical"]), cfg["client"],
-                                  MAX_INFO, MAX_INFO, response_timeout_ms=self.timeout, retries=2,
-                                  inactivity_timeout_ms=0, max_frame_len=MAX_INFO + 24)
+                                  _MAX_INFO, _MAX_INFO, response_timeout_ms=self.timeout, retries=2,
+                                  inactivity_timeout_ms=0, max_frame_len=_MAX_INFO + 24)
             self.t = HdlcTransport(self.link, _HDLC_PDU)
             pdu = _HDLC_PDU
             self.where = "HDLC %d/%d, client %d, on %s (%s)" % (
