@@ -15,7 +15,8 @@ inverter with battery and a wallbox, control, MQTT through a proxy, the hub.
   start minus at the end of a DRIFT day at the board's 160 KB (the
   confirming day itself when 160 KB is not enough).
 
-Bisection assumes that more heap never hurts. `--trial KB` runs the short
+Bisection assumes that more heap never hurts. When 160 KB fails the search
+climbs in 16 KB steps and then halves the last one (8 KB resolution). `--trial KB` runs the short
 day at each heap given and prints what happened, for looking at one.
 """
 
@@ -79,12 +80,13 @@ def min_heap(broker, log):
     if ok(BOARD_KB):
         lo, hi, step = FLOOR_KB, BOARD_KB, STEP_KB  # FLOOR_KB is taken to fail, not tried
     else:
-        lo, hi = BOARD_KB, BOARD_KB * 2
+        # Climb in steps of 2 x STEP_KB, then halve the last one: a few
+        # trials when the answer is just above the board's heap.
+        lo, hi, step = BOARD_KB, BOARD_KB + 2 * STEP_KB, STEP_KB
         while not ok(hi):
-            lo, hi = hi, hi * 2
-            if hi > 4096:
-                raise RuntimeError("the day does not complete even with 4 MB of heap")
-        step = hi // 32  # above the board's heap a coarse answer does
+            lo, hi = hi, hi + 2 * STEP_KB
+            if hi > 4 * BOARD_KB:
+                raise RuntimeError("the day does not complete even with %d KB of heap" % lo)
     while hi - lo > step:
         mid = lo + (hi - lo) // 2 // step * step
         if ok(mid):

@@ -176,6 +176,14 @@ def bench_es256(results):
         "the same reading as a JSON object in a compact JWS (ES256, alg + kid header), for comparison")
 
 
+def bench_gateway_heap(results):
+    # Issue 5, acceptance 4: the day scenario's smallest heap and its drift.
+    from bench.gateway_heap import measure
+
+    for name, (value, how) in measure(log=lambda line: print(line, flush=True)).items():
+        results[name] = metric(value, "KB", how)
+
+
 def metric(value, unit, how):
     return {"value": value, "unit": unit, "how": how}
 
@@ -192,6 +200,7 @@ def main(argv=None):
     bench_push_decrypt(results)
     bench_dlms_profile(results)
     bench_es256(results)
+    bench_gateway_heap(results)
     doc = {
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": __import__("os").cpu_count()},

@@ -14,9 +14,8 @@ a slower rate.
 
 The board runs with 1024 KB of heap (PGW_DAY_HEAP_KB overrides it): these
 tests are about delivery, tiling and faults. Whether the full app fits the
-board's 160 KB is acceptance 4, measured by bench/gateway_heap.py; it does
-not yet (issue 5): the app's qstrs sit at the qstr pool's next doubling,
-whose 28 KB block a fragmented heap cannot give."""
+board's 160 KB is acceptance 4, measured by bench/gateway_heap.py in `make
+bench`; it does not yet (issue 5): the short day needs 176 KB."""
 
 import datetime
 import os
