@@ -228,15 +228,16 @@ def board_heap_bytes(budget32, rom_bytes=0, standins32=STANDINS_KB * 1024):
 STANDIN_MODULES = ("vboard_rom", "vboard_link", "machine", "network", "flash")
 
 
-def _compile_standins(out):
-    """boards/virtual's stand-ins as .mpy in `out` -> out. Each one's source
-    name is the path it is imported from, so __file__ shares its qstr."""
+def _compile_standins(out, arch):
+    """boards/virtual's stand-ins as .mpy (for `arch`, as the firmware is)
+    in `out` -> out. Each one's source name is the path it is imported
+    from, so __file__ shares its qstr."""
     from host_tools.deploy import compile_mpy
 
     out.mkdir(parents=True, exist_ok=True)
     for name in STANDIN_MODULES:
         dest = out / (name + ".mpy")
-        compile_mpy(VIRTUAL_DIR / (name + ".py"), dest, "x64", str(dest))
+        compile_mpy(VIRTUAL_DIR / (name + ".py"), dest, arch, str(dest))
     return out
 
 
@@ -249,7 +250,8 @@ class VirtualBoard:
         self.heap_kb = heap_kb or self.board.heap_kb
         # The ROM partition's bytes: a host file beside the flash directory.
         self.romfs = self.root.with_name(self.root.name + ".romfs")
-        self.standins = _compile_standins(self.root.with_name(self.root.name + ".standins"))
+        self.standins = _compile_standins(self.root.with_name(self.root.name + ".standins"),
+                                          self.board.mpy_cross_arch)
         self.uid = uid or _uid_for(self.root)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.token = secrets.token_hex(8)

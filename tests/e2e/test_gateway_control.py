@@ -8,22 +8,15 @@ pilot PWM) and from the simulator's registers, never from the firmware's
 own account of what it did."""
 
 import datetime
-import json
 import re
 import time
-from types import SimpleNamespace
 
 import cbor2
-import paho.mqtt.client as paho
 import pytest
 
-from conftest import deploy_and_enrol, wait_until
+from conftest import household_rig, wait_until
 from host_tools.hub.cose_es256 import HubKey
-from host_tools.hub.service import HubService
-from host_tools.sim.household import UTC, Clock, Household
-from host_tools.sim.modbus_devices import ModbusSimulator
-from host_tools.sim.ntp import SimNtpServer
-from host_tools.vboard import VirtualBoardProcess
+from host_tools.sim.household import UTC, Household
 
 START = datetime.datetime(2025, 6, 21, 20, 0, 0, tzinfo=UTC)  # evening: no PV to hide the battery
 RATE = 10
@@ -44,70 +37,25 @@ def command(key, target_kid, seq, ts, action, actuator, value, valid_s=600, vali
     return key.sign1(payload)
 
 
-class Publisher:
-    def __init__(self, port):
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="ctl-test")
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def send(self, topic, data):
-        self.client.publish(topic, data, qos=0).wait_for_publish(5)
-
-    def close(self):
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory, broker):
-    tmp = tmp_path_factory.mktemp("control")
-    clock = Clock(start=START, speed=RATE)
     # a 15 kW battery on a 16 A connection: at full power it would blow the fuse
     house = Household(seed=5, start=START - datetime.timedelta(days=1), battery_kw=15.0, battery_kwh=40.0,
                       ev=False)
-    sim = ModbusSimulator("sdm630:1,sunspec:2", household=house, clock=clock).start_tcp(0)
-    ntp = SimNtpServer(clock.timestamp).start()
-    hub = HubService(tmp / "hub", "127.0.0.1", broker.port, COMMUNITY, clock=clock.timestamp).start()
-    assert hub.connected.wait(10)
-    pub = Publisher(broker.port)
-    with VirtualBoardProcess(tmp / "flash", tmp / "vb.tty") as vb:
-        vb.channel.wait_kind("ready", timeout=20)
-        con, cose_key, kid = deploy_and_enrol(vb, hub)
-        config = {
-            "community": COMMUNITY, "safe_mode_after": 100, "clock_rate": RATE,
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "hub_offline_s": 600},
-            "ntp": {"host": "127.0.0.1", "port": ntp.port},
-            "hub": {"key": hub.key.cose_key().hex()},
-            "household": {"trading": False},  # only the commands and the technician move anything here
-            "meters": [
-                {"name": "grid", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": sim.port,
-                 "unit": 1, "profile": "sdm630", "period_s": 1, "timeout_ms": 1000},
-                {"name": "inverter", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": sim.port,
-                 "unit": 2, "profile": "sunspec_inverter", "period_s": 1, "timeout_ms": 1000},
-            ],
-            "control": {"grid_meter": "grid", "battery_meter": "inverter", "period_ms": PERIOD_MS},
-            "limits": {"relay_min_on_ms": DWELL_MS, "relay_min_off_ms": DWELL_MS,
-                       "relay_max_switches": 100, "relay_window_ms": 60000, "stale_ms": STALE_MS,
-                       "fuse_a": FUSE_A, "fuse_margin_ma": 3000, "battery_max_w": 20000,
-                       "soc_min_pct": 0, "soc_max_pct": 100},
-        }
-        (vb.root / "config.json").write_text(json.dumps(config))
-        mark = con.mark()
-        vb.channel.power_cycle()
-        con.wait_log(r"mqtt: connected", since=mark, timeout=30)
-        con.wait_log(r"clock: set from", since=mark, timeout=30)
-        con.wait_log(r"control: fail-safe over", since=mark, timeout=30)  # both meters read
-        vb.channel.set_input("ev_pilot_feedback", PILOT_C)
-        rig = SimpleNamespace(vb=vb, con=con, hub=hub, kid=kid, clock=clock, sim=sim, pub=pub,
-                              topic=f"pgw/1/{COMMUNITY}/dev/{kid.hex()}/in", seq=[1000])
-        try:
-            yield rig
-        finally:
-            con.close()
-            pub.close()
-            sim.stop()
-            ntp.close()
-            hub.stop()
+    config = {
+        "mqtt": {"hub_offline_s": 600},
+        "household": {"trading": False},  # only the commands and the technician move anything here
+        "control": {"grid_meter": "grid", "battery_meter": "inverter", "period_ms": PERIOD_MS},
+        "limits": {"relay_min_on_ms": DWELL_MS, "relay_min_off_ms": DWELL_MS,
+                   "relay_max_switches": 100, "relay_window_ms": 60000, "stale_ms": STALE_MS,
+                   "fuse_a": FUSE_A, "fuse_margin_ma": 3000, "battery_max_w": 20000,
+                   "soc_min_pct": 0, "soc_max_pct": 100},
+    }
+    with household_rig(tmp_path_factory.mktemp("control"), broker, COMMUNITY, START, RATE, house, config,
+                       ready=r"control: fail-safe over") as rig:  # both meters read
+        rig.vb.channel.set_input("ev_pilot_feedback", PILOT_C)
+        rig.seq = [1000]
+        yield rig
 
 
 def next_seq(rig):

@@ -14,17 +14,12 @@ import json
 import re
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import cbor2
 import pytest
 
-from conftest import deploy_and_enrol, verify_with_pycose, wait_until
-from host_tools.hub.service import HubService
-from host_tools.sim.household import UTC, Clock, Household
-from host_tools.sim.modbus_devices import ModbusSimulator
-from host_tools.sim.ntp import SimNtpServer
-from test_gateway_control import Publisher
+from conftest import household_rig, verify_with_pycose, wait_until
+from host_tools.sim.household import UTC, Household
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from test_merkle import RefTree  # noqa: E402  the RFC 6962 recursion, independent of lib/merkle.py
@@ -38,53 +33,20 @@ ORDER, TRADE, WITNESS = 2, 3, 6
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory, broker):
-    from host_tools.vboard import VirtualBoardProcess
-
-    tmp = tmp_path_factory.mktemp("trading")
-    clock = Clock(start=START, speed=RATE)
     house = Household(seed=7, start=START - datetime.timedelta(days=1), battery_kw=5.0, battery_kwh=10.0,
                       ev=False)
-    sim = ModbusSimulator("sdm630:1,sunspec:2", household=house, clock=clock).start_tcp(0)
-    ntp = SimNtpServer(clock.timestamp).start()
-    hub = HubService(tmp / "hub", "127.0.0.1", broker.port, COMMUNITY, clock=clock.timestamp).start()
-    assert hub.connected.wait(10)
-    pub = Publisher(broker.port)
-    with VirtualBoardProcess(tmp / "flash", tmp / "vb.tty") as vb:
-        vb.channel.wait_kind("ready", timeout=20)
-        con, cose_key, kid = deploy_and_enrol(vb, hub)
-        config = {
-            "community": COMMUNITY, "safe_mode_after": 100, "clock_rate": RATE,
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "hub_offline_s": 3600},
-            "ntp": {"host": "127.0.0.1", "port": ntp.port},
-            "hub": {"key": hub.key.cose_key().hex()},
-            "tariff": {"feed_in_price": FEED_IN, "retail_price": RETAIL},
-            # first without the battery in the plan: the evening's load is bought
-            "household": {"battery_capacity_wh": 0, "reserve_pct": 10, "trading": True},
-            "meters": [
-                {"name": "grid", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": sim.port,
-                 "unit": 1, "profile": "sdm630", "period_s": 1, "timeout_ms": 1000},
-                {"name": "inverter", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": sim.port,
-                 "unit": 2, "profile": "sunspec_inverter", "period_s": 1, "timeout_ms": 1000},
-            ],
-            "control": {"grid_meter": "grid", "battery_meter": "inverter", "period_ms": 500},
-            "limits": {"relay_min_on_ms": 1000, "relay_min_off_ms": 1000, "relay_max_switches": 100,
-                       "relay_window_ms": 60000, "fuse_a": 35, "battery_max_w": 5000,
-                       "export_cap_w": 5000, "soc_min_pct": 10, "soc_max_pct": 95},
-        }
-        (vb.root / "config.json").write_text(json.dumps(config))
-        mark = con.mark()
-        vb.channel.power_cycle()
-        con.wait_log(r"mqtt: connected", since=mark, timeout=30)
-        con.wait_log(r"clock: set from", since=mark, timeout=30)
-        try:
-            yield SimpleNamespace(vb=vb, con=con, hub=hub, kid=kid, cose_key=cose_key, clock=clock, config=config,
-                                  house=house, pub=pub, topic=f"pgw/1/{COMMUNITY}/dev/{kid.hex()}/in")
-        finally:
-            con.close()
-            pub.close()
-            sim.stop()
-            ntp.close()
-            hub.stop()
+    config = {
+        "mqtt": {"hub_offline_s": 3600},
+        "tariff": {"feed_in_price": FEED_IN, "retail_price": RETAIL},
+        # first without the battery in the plan: the evening's load is bought
+        "household": {"battery_capacity_wh": 0, "reserve_pct": 10, "trading": True},
+        "control": {"grid_meter": "grid", "battery_meter": "inverter", "period_ms": 500},
+        "limits": {"relay_min_on_ms": 1000, "relay_min_off_ms": 1000, "relay_max_switches": 100,
+                   "relay_window_ms": 60000, "fuse_a": 35, "battery_max_w": 5000,
+                   "export_cap_w": 5000, "soc_min_pct": 10, "soc_max_pct": 95},
+    }
+    with household_rig(tmp_path_factory.mktemp("trading"), broker, COMMUNITY, START, RATE, house, config) as rig:
+        yield rig
 
 
 def stored(hub, kid, mtype):
