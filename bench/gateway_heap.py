@@ -114,11 +114,11 @@ def measure(log=print):
             drift_kb = BOARD_KB
             _, report, why = run_day(broker, replace(DRIFT, heap_kb=BOARD_KB), log)
     log("gateway heap bench: %.0f s" % (time.monotonic() - t0))
-    how_min = ("bisection over the virtual board's heap (32-bit KB; step %d KB, %d KB assumed to fail) on short "
+    how_min = ("bisection over the virtual board's heap (32-bit KB; step %d KB%s) on short "
                "days: %s; completes = no MemoryError or traceback on the console, every READING of the grid "
                "meter and the wallbox tiling the day and delivered to the hub and a subscriber, journal empty. "
                "Tried %s; confirmed by one full day (%s) at that heap: %s. Goal <= 160, next 112" % (
-                   step, FLOOR_KB, describe(TRIAL),
+                   step, ", %d KB assumed to fail" % FLOOR_KB if found <= BOARD_KB else "", describe(TRIAL),
                    ", ".join("%d %s" % (kb, "ok" if d else "failed") for kb, d in tried),
                    describe(DRIFT), "completed" if confirmed else "FAILED: " + why[:300]))
     if report is not None and report.heap_free_start_kb is not None and report.heap_free_end_kb is not None:
