@@ -16,8 +16,9 @@ inverter with battery and a wallbox, control, MQTT through a proxy, the hub.
   confirming day itself when 160 KB is not enough).
 
 Bisection assumes that more heap never hurts. When 160 KB fails the search
-climbs in 16 KB steps and then halves the last one (8 KB resolution). `--trial KB` runs the short
-day at each heap given and prints what happened, for looking at one.
+climbs in 16 KB steps and then halves the last one (8 KB resolution).
+`--trial KB` runs the short day at each heap given and prints what
+happened, for looking at one.
 """
 
 import argparse

@@ -14,7 +14,7 @@ from compat import const, ticks_ms
 
 _REWRITE_MS = const(60000)  # a device setpoint is written again this often, changed or not
 _PILOT_HZ = const(1000)
-_STATES = const(("A", "B", "C", "D", "E", "F"))  # evse.STATE_A .. F for a wallbox's ev_state 1 .. 6
+_STATES = (evse.STATE_A, evse.STATE_B, evse.STATE_C, evse.STATE_D, evse.STATE_E, evse.STATE_F)  # ev_state 1..6
 _EV_SETPOINT = const("ev_current_setpoint_ma")
 _RELAY_KINDS = const(("battery_relay", "ev_relay"))
 
