@@ -145,15 +145,20 @@ def test_app_crash_leaves_a_repl_and_repeated_crashes_end_in_safe_mode(deployed)
     # A faulty release: its console task fails as soon as the app starts. It
     # is deployed as files (--no-romfs, as on a board without a ROM
     # partition), so that one module can be replaced by a faulty source.
+    ch = deployed.channel
+    mark = ch.mark()
     out = run_tool("pgw", "deploy", "--port", deployed.link, "--no-romfs", timeout=120).stdout
     assert "rom: image erased (--no-romfs)" in out, out
     assert (deployed.root / "gateway" / "usbconsole.mpy").exists()
+    # deploy resets the board: let that boot finish reading its config before
+    # the files change, or it checks the new config itself and the power-on
+    # boot below finds it already checked.
+    ch.wait_kind("wdt", since=mark, timeout=20)
     (deployed.root / "config.json").write_text(
         json.dumps({"watchdog_ms": 1000, "safe_mode_after": 3, "healthy_after_s": 60}))
     (deployed.root / "gateway" / "usbconsole.py").write_text(
         "async def serve(commands):\n    raise RuntimeError('injected fault')\n\n"
         "def say(line):\n    pass\n")
-    ch = deployed.channel
     con = SerialExpect(deployed.link)
     try:
         mark = ch.mark()
