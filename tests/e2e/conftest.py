@@ -14,6 +14,7 @@ from host_tools.sim.day import (  # noqa: F401  (the e2e tests import these from
     BIN,
     Console,
     SerialExpect,
+    deploy,
     deploy_and_enrol,
     run_tool,
     wait_until,
@@ -130,12 +131,9 @@ def vboard(tmp_path):
 
 @pytest.fixture
 def deployed(vboard):
-    """A virtual board with the firmware deployed by `pgw deploy`, app running."""
-    mark = vboard.channel.mark()
-    run_tool("pgw", "deploy", "--port", vboard.link, timeout=120)
-    # The deploy ends with machine.reset(); wait for the app to arm its watchdog.
-    vboard.channel.wait_kind("boot", since=mark, cause="SOFT_RESET", timeout=20)
-    vboard.channel.wait_kind("wdt", since=mark, timeout=20)
+    """A virtual board with the firmware deployed as by `pgw deploy` (see
+    host_tools.sim.day.deploy), app running."""
+    deploy(vboard)
     return vboard
 
 

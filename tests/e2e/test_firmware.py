@@ -9,8 +9,13 @@ import pexpect
 from conftest import BIN, SerialExpect, run_tool
 
 
-def test_deploy_then_status_on_pgw_console(deployed):
+def test_deploy_then_status_on_pgw_console(vboard):
     # The acceptance sequence: vboard, deploy, then `pgw console` and `status`.
+    # `pgw deploy` itself, not the fixture's copy of what it wrote.
+    mark = vboard.channel.mark()
+    run_tool("pgw", "deploy", "--port", vboard.link, timeout=120)
+    vboard.channel.wait_kind("wdt", since=mark, timeout=20)
+    deployed = vboard
     env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
     con = pexpect.spawn(str(BIN / "pgw"), ["console", "--port", str(deployed.link)], env=env,
                         encoding="utf-8", timeout=15, dimensions=(40, 120))

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import Console, details, errors, run_tool
+from conftest import Console, deploy, details, errors, run_tool
 from host_tools.sim import dlms_meter as dm
 from host_tools.sim.household import UTC, Clock, Household
 from host_tools.sim.modbus_devices import ModbusSimulator
@@ -86,9 +86,7 @@ def rig(tmp_path_factory):
     lan_meter = dm.Meter(household=house, clock=clock, serial_number=87654321)
     with VirtualBoardProcess(tmp / "flash", tmp / "vb.tty") as vb:
         vb.channel.wait_kind("ready", timeout=20)
-        mark = vb.channel.mark()
-        run_tool("pgw", "deploy", "--port", vb.link, timeout=120)
-        vb.channel.wait_kind("wdt", since=mark, timeout=20)
+        deploy(vb)
         meter.sample()  # the household's first sample builds 11 days of history: not mid-request
         serial_server = dm.SerialServer(meter, f"{vb.link}.rs485").start()
         tcp = dm.TcpServer(lan_meter, 0).start()

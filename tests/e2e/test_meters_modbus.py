@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import Console, details, errors, run_tool, wait_until
+from conftest import Console, deploy, details, errors, run_tool, wait_until
 from host_tools.sim.household import UTC, Clock, Household
 from host_tools.sim.modbus_devices import ModbusSimulator
 from host_tools.vboard import VirtualBoardProcess
@@ -35,9 +35,7 @@ def rig(tmp_path_factory):
     house = Household(seed=9, start=NOW - datetime.timedelta(hours=10))
     with VirtualBoardProcess(tmp / "flash", tmp / "vb.tty") as vb:
         vb.channel.wait_kind("ready", timeout=20)
-        mark = vb.channel.mark()
-        run_tool("pgw", "deploy", "--port", vb.link, timeout=120)
-        vb.channel.wait_kind("wdt", since=mark, timeout=20)
+        deploy(vb)
         rtu = ModbusSimulator("sdm630:1,sunspec:2", household=house, clock=clock)
         rtu.start_serial(f"{vb.link}.rs485", 9600)
         tcp = ModbusSimulator("sdm630:1", household=house, clock=clock).start_tcp(0)
