@@ -10,10 +10,9 @@ from compat import const, heap_free_alloc32, print_exception
 from gateway import boot, usbconsole
 from gateway.monotonic import Monotonic
 from gateway.version import VERSION
-from techconsole import Arg, CommandTable, ConsoleError, table
 
 
-def _kb(nbytes):
+def kb(nbytes):
     return "%d.%d KB" % (nbytes // 1024, nbytes % 1024 * 10 // 1024)
 
 
@@ -52,52 +51,9 @@ class App:
         self.mono = Monotonic(boot.boot_ticks)
         self.crash = None
         self.crashed = asyncio.Event()
-        self.commands = CommandTable()
-        self.commands.add("status", self.cmd_status, "firmware, code, board, uptime, heap, boots, reset cause")
-        self.commands.add("reboot", self.cmd_reboot, "restart the gateway (machine.reset)",
-                          (Arg("delay_ms", "int", 0, 60000, optional=True),))
-        self.commands.add("meters", self.cmd_meters,
-                          "meter states and key readings; NAME: all of one meter; NAME profile [hours]: "
-                          "its load profile (default 24 h)",
-                          (Arg("name", optional=True, maxlen=16),
-                           Arg("what", "choice", choices=("profile",), optional=True),
-                           Arg("hours", "int", 1, 1080, optional=True)))
-        self.commands.add("identity", self.cmd_identity,
-                          "the device's signing key: kid and public COSE_Key; provision: make it, once",
-                          (Arg("what", "choice", choices=("provision",), optional=True),))
-        self.commands.add("net", self.cmd_net, "WiFi, MQTT, round trip, reconnects, uplink and NTP counters")
-        self.commands.add("journal", self.cmd_journal,
-                          "store-and-forward journal: depth, oldest unacknowledged, capacity")
-        self.commands.add("trades", self.cmd_trades,
-                          "trading: the current interval, the plans and orders ahead, settlements, balance")
-        self.commands.add("relays", self.cmd_relays, "the battery and EV relays: state, why, switch counts, pins")
-        self.commands.add("ev", self.cmd_ev,
-                          "EV charging: pilot, current, target and its source; MA (0, 6000..32000) or auto: "
-                          "the technician's target (needs auth)", (Arg("target", optional=True, maxlen=8),))
-        self.commands.add("battery", self.cmd_battery,
-                          "battery: setpoint, target and its source, SoC; W (+ charge, - discharge) or auto: "
-                          "the technician's target (needs auth)", (Arg("target", optional=True, maxlen=8),))
-        self.commands.add("safe", self.cmd_safe, "hold the fail-safe (EV paused, battery idle, relays open); "
-                          "off: release it (needs auth)", (Arg("what", "choice", choices=("off",), optional=True),))
-        self.commands.add("auth", self.cmd_auth,
-                          "technician login: status, pin DIGITS, challenge, respond HEX, logout, setpin DIGITS",
-                          (Arg("what", "choice", choices=("status", "pin", "challenge", "respond", "logout",
-                                                          "setpin"), optional=True),
-                           Arg("arg", optional=True, maxlen=64)))
         from gateway.logring import LogRing
 
         usbconsole.ring = LogRing(self.config["log_lines"], self.mono.ms)  # from here say() keeps its lines
-        self.commands.add("log", self.cmd_log, "the last N console log lines (default 20), uptime s first",
-                          (Arg("n", "int", 1, 100, optional=True),))
-        # one word per argument: a value with spaces cannot be set here (docs/console.md)
-        self.commands.add("config", self.cmd_config, "get [PATH]: the values in effect; set PATH VALUE: "
-                          "saved to /config.json for the next reboot (needs auth)",
-                          (Arg("what", "choice", choices=("get", "set")), Arg("path", optional=True, maxlen=48),
-                           Arg("value", optional=True, maxlen=80)))
-        self.commands.add("selftest", self.cmd_selftest, "meters, key, clock, journal, heap: ok or FAIL; "
-                          "relays [confirm]: click each relay once (confirm needs auth)",
-                          (Arg("what", "choice", choices=("relays",), optional=True),
-                           Arg("confirm", "choice", choices=("confirm",), optional=True)))
         self._clicks = None  # selftest.RelayClick, made at the first `selftest relays`
         self.meters = None
         self.hub = None
@@ -226,205 +182,19 @@ class App:
     def heap_line(self):
         gc.collect()
         free, used = heap_free_alloc32()
-        return "%s free, %s used" % (_kb(free), _kb(used))
+        return "%s free, %s used" % (kb(free), kb(used))
 
-    def cmd_status(self):
-        rows = [
-            ("firmware", VERSION),
-            # where the code runs from: the ROM partition (in place) or .mpy files (in the heap)
-            ("code", "rom partition" if globals().get("__file__", "").startswith("/rom/") else "files"),
-            ("board", "%s (%s)" % (self.board.name, self.board.title)),
-            ("uptime", "%d s" % (self.mono.ms() // 1000)),
-            ("heap", self.heap_line() + " (32-bit equivalent)"),
-            ("boots", boot.record.boots),
-            ("reset", boot.reset_cause_name()),
-        ]
-        if self.hub is not None:
-            rows.append(("clock", self.hub.clock_line()))
-        if boot.config_errors:
-            rows.append(("config", "; ".join(boot.config_errors)))
-        return table(rows)
-
-    def _need_hub(self):
-        if self.hub is None:
-            raise ConsoleError("no hub link: %s" % self.hub_problem)
-        return self.hub
-
-    def cmd_net(self):
-        return table(self._need_hub().net_rows())
-
-    def cmd_journal(self):
-        st = self._need_hub().uplink.stats()
-        rows = [("depth", "%d unacknowledged" % st["records"]),
-                ("oldest", "-" if not st["records"] else "seq %d" % st["oldest"]),
-                ("newest", "-" if st["newest"] is None else "seq %d" % st["newest"]),
-                ("next seq", st["next_seq"]),
-                ("capacity", "%s used of %s, %d segments" % (_kb(st["bytes"]), _kb(st["capacity"]),
-                                                            st["segments"])),
-                ("sent", "%d published, %d acked" % (st["published"], st["acks"]))]
-        losses = ["%s %d" % (k, st[k]) for k in ("dropped", "refused", "corrupt", "lost", "torn") if st[k]]
-        rows.append(("losses", ", ".join(losses) or "none"))
-        if self.readings is not None:
-            rows.append(("readings", "%d intervals journaled, %d samples before the clock was set" % (
-                self.readings.signed, self.readings.unsynced)))
-        return table(rows)
-
-    def cmd_identity(self, what=None):
-        # Only the public half is ever shown; the private key stays in its file.
-        from gateway import keys
-
-        try:
-            key = keys.provision() if what == "provision" else keys.load()
-        except keys.KeyProviderError as e:
-            raise ConsoleError(str(e))
-        if key is None:
-            return "no signing key yet: `identity provision` makes one on this device"
-        import cose
-
-        pub = key.public_key()
-        return table((("kid", key.kid.hex()),
-                      ("provider", key.describe()),
-                      ("cose_key", cose.encode_key(*pub).hex())))
-
-    def cmd_meters(self, name=None, what=None, hours=None):
-        if self.meters is None:
-            return "no meters configured" + (" (config errors: see status)" if boot.config_errors else "")
-        if name is None:
-            return self.meters.summary()
-        h = self.meters.find(name)
-        if h is None:
-            raise ConsoleError("no meter %r; meters: %s" % (name, ", ".join(m.name for m in self.meters.meters)))
-        if what == "profile":
-            start = getattr(h.driver, "start_profile", None)
-            if start is None:
-                raise ConsoleError("meter %s has no load profile" % name)
-            from gateway.meters import MeterError
-
-            try:
-                # Answers at once; the rows follow through say() as they arrive.
-                return start(hours or 24, usbconsole.say)
-            except MeterError as e:
-                raise ConsoleError("profile %s: %s" % (name, e))
-        return self.meters.details(h)
-
-    def _need_control(self):
-        if self.control is None:
-            raise ConsoleError("no control: control.grid_meter is not set")
-        return self.control
-
-    def _need_tech(self):
-        if self.tech is None:
-            if self._kid is None:
-                raise ConsoleError("no technician login without a signing key and hub link")
-            from gateway.technician import Technician
-
-            self.tech = Technician(self._kid, self.mono, usbconsole.say)
-        return self.tech
-
-    def cmd_trades(self):
-        if self.trading is None:
-            return "no trading: %s" % self.trading_problem
-        return table(self.trading.rows())
-
-    def cmd_relays(self):
-        rows = list(self._need_control().relay_rows())
-        if self.gate is not None:
-            counts = self.gate.counts()
-            refused = ["%s %d" % (k, counts[k]) for k in sorted(counts) if k != "accepted" and counts[k]]
-            rows.append(("commands", "%d accepted, last seq %d; refused: %s" % (
-                counts["accepted"], self.gate.last_seq, ", ".join(refused) or "none")))
-        return table(rows)
-
-    def _manual(self, text, kind, lo, hi, what):
-        c = self._need_control()
-        if text is None:
-            return False
-        self._need_tech().require()
-        if text == "auto":
-            c.set_manual(kind, None)
-            usbconsole.say("technician: %s back to automatic" % what)
-            return True
-        try:
-            value = int(text)
-        except ValueError:
-            raise ConsoleError("%s takes a whole number or auto, got %r" % (what, text))
-        if not lo <= value <= hi or (kind == "ev_ma" and 0 < value < 6000):
-            raise ConsoleError("%s must be %s, got %d" % (what, "0 or 6000..32000" if kind == "ev_ma"
-                                                           else "%d..%d" % (lo, hi), value))
-        c.set_manual(kind, value)
-        usbconsole.say("technician: %s target %d" % (what, value))
-        return True
-
-    def cmd_ev(self, target=None):
-        self._manual(target, "ev_ma", 0, 32000, "ev")
-        return table(self.control.ev_rows())
-
-    def cmd_battery(self, target=None):
-        self._manual(target, "battery_w", -50000, 50000, "battery")
-        return table(self.control.battery_rows())
-
-    def cmd_safe(self, what=None):
-        c = self._need_control()
-        if what == "off":
-            self._need_tech().require()
-            c.clear_safe()
-            usbconsole.say("technician: fail-safe released")
-            return "fail-safe released: the dispatcher decides again"
-        c.request_safe()  # going safe needs no login
-        usbconsole.say("console: fail-safe requested")
-        return "fail-safe held: EV paused, battery idle, relays open once their dwell allows"
-
-    def cmd_auth(self, what="status", arg=None):
-        return self._need_tech().cmd_auth(what, arg)
-
-    def cmd_log(self, n=20):
-        ring = usbconsole.ring
-        # Written line by line: a 100-line answer as one list would not fit the heap.
-        usbconsole.write("log: last %d of %d lines kept (ring of %d, %d said since boot)\r\n" % (
-            min(n, ring.kept), ring.kept, ring.size, ring.said))
-        for t, text in ring.tail(n):
-            usbconsole.write("%6d  %s\r\n" % (t, text.replace("\r", " ").replace("\n", " ")))
-
-    def cmd_config(self, what, path=None, value=None):
-        from gateway import settings
-
-        if what == "get":
-            if value is not None:
-                raise ConsoleError("usage: config get [PATH]")
-            return settings.show(path)
-        if path is None or value is None:
-            raise ConsoleError("usage: config set PATH VALUE (one word; \"\" for empty)")
-        self._need_tech().require()
-        line = settings.save(path, value)
-        usbconsole.say("console: config %s saved for the next reboot" % line)
-        return "saved: %s; takes effect at the next reboot" % line
-
-    def cmd_selftest(self, what=None, confirm=None):
-        from gateway import settings  # its unload() gives the checks' modules back
-
+    def dispatch(self, line):
+        # A console line -> its answer lines. The commands (gateway.commands)
+        # are loaded for the line and dropped after it, with every module
+        # the command brought in.
         before = list(sys.modules)
-        from gateway import selftest
+        from gateway import commands
 
         try:
-            if what is None:
-                return selftest.rows(self)
-            if self._clicks is None:
-                self._clicks = selftest.RelayClick(self._need_control(), self.board, self.mono, usbconsole.say)
-            if confirm is None:
-                return self._clicks.plan()
-            self._need_tech().require()
-            return self._clicks.confirm()
+            return commands.dispatch(self, line)
         finally:
-            if self._clicks is None:
-                settings.unload(before)
-
-    def cmd_reboot(self, delay_ms=100):
-        asyncio.create_task(self._reboot(delay_ms))
-        return "rebooting in %d ms" % delay_ms
-
-    async def _reboot(self, delay_ms):
-        await asyncio.sleep_ms(delay_ms)
-        machine.reset()
+            boot.forget_modules(before)
 
     async def feed_watchdog(self, wdt):
         # Fed from the event loop, so a stalled loop resets the board.
@@ -457,7 +227,7 @@ class App:
         asyncio.create_task(self.feed_watchdog(machine.WDT(timeout=self.config["watchdog_ms"])))
         asyncio.create_task(self.heartbeat())
         asyncio.create_task(self.healthy())
-        asyncio.create_task(usbconsole.serve(self.commands))
+        asyncio.create_task(usbconsole.serve(self))
         if self.meters is not None:
             self.meters.start()
         if self.hub is not None:

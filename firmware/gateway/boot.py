@@ -1,6 +1,8 @@
 # What boot.py does: fail-safe outputs, the boot record, safe mode.
 # main.py and the app read `board`, `config`, `safe_reason` from here.
+import gc
 import os
+import sys
 
 import machine
 
@@ -16,6 +18,7 @@ board = None
 config = None
 config_errors = []
 config_kept = False  # the config was checked at this boot and its result kept
+config_saved = {}  # path -> its "path value" line as `config set` saved it this boot
 record = None
 safe_reason = "boot did not finish"  # run() replaces it; a failed boot stays safe
 boot_ticks = ticks_ms()
@@ -29,6 +32,21 @@ def reset_cause_name():
         if getattr(machine, name, None) == cause:
             return name
     return "UNKNOWN(%d)" % cause
+
+
+def forget_modules(before):
+    # Forget every module imported since `before` (a list of names), the
+    # package's attribute too, so that their heap comes back.
+    for name in list(sys.modules):
+        if name not in before:
+            del sys.modules[name]
+            package, dot, leaf = name.rpartition(".")
+            if dot and package in sys.modules:
+                try:
+                    delattr(sys.modules[package], leaf)
+                except AttributeError:
+                    pass
+    gc.collect()
 
 
 def load_record():

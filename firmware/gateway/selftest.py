@@ -8,6 +8,7 @@ import asyncio
 
 import envelope
 from compat import const, heap_free_alloc32, ticks_ms
+from gateway.app import kb
 from relay import RATE
 from techconsole import ConsoleError, table
 
@@ -17,10 +18,6 @@ _HEAP_MIN = const(16384)  # below this a signature table or a TLS handshake no l
 _CONFIRM_MS = const(30000)
 _IDLE_WAIT_MS = const(10000)  # for the hold's setpoints to be written and the devices to stop
 _RELAYS = (("battery", "relay_battery"), ("ev", "relay_ev_enable"))
-
-
-def _kb(nbytes):
-    return "%d.%d KB" % (nbytes // 1024, nbytes % 1024 * 10 // 1024)
 
 
 def rows(app):
@@ -103,7 +100,7 @@ def _clock(hub, now):
 
 
 def _journal(st):
-    room = "%s free of %s" % (_kb(st["free"]), _kb(st["capacity"]))
+    room = "%s free of %s" % (kb(st["free"]), kb(st["capacity"]))
     bad = ["%s %d" % (k, st[k]) for k in ("corrupt", "lost") if st[k]]
     if st["state_lost"]:
         bad.append("acknowledgement state lost")
@@ -121,8 +118,8 @@ def _heap():
     if free is None:
         return "- (not MicroPython)"
     if free < _HEAP_MIN:
-        return "FAIL: %s free, below %s" % (_kb(free), _kb(_HEAP_MIN))
-    return "ok (%s free)" % _kb(free)
+        return "FAIL: %s free, below %s" % (kb(free), kb(_HEAP_MIN))
+    return "ok (%s free)" % kb(free)
 
 
 class RelayClick:

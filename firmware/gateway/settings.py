@@ -7,7 +7,6 @@
 # value beside the one in effect. deviceconfig (with meterconfig, envelope
 # or cose when the check needs them) is imported for one command and every
 # module it brought is dropped after it: several KB that must not stay.
-import gc
 import json
 import os
 import sys
@@ -19,22 +18,6 @@ from techconsole import ConsoleError
 PATH = "/config.json"
 _MAX_FILE = const(16384)  # a bigger /config.json is not read here
 
-saved = {}  # path -> its "path value" line as set this boot, for the next one
-
-
-def unload(before):
-    # Forget every module imported since `before` (a list of names), the
-    # package's attribute too, so their heap comes back.
-    for name in list(sys.modules):
-        if name not in before:
-            del sys.modules[name]
-            package, dot, leaf = name.rpartition(".")
-            if dot and package in sys.modules:
-                try:
-                    delattr(sys.modules[package], leaf)
-                except AttributeError:
-                    pass
-    gc.collect()
 
 
 def show(path=None):
@@ -47,12 +30,12 @@ def show(path=None):
     except dc.ConfigError as e:
         raise ConsoleError(str(e))
     finally:
-        dc = None  # no reference left, so unload() frees it
-        unload(before)
+        dc = None  # no reference left, so forget_modules() frees it
+        boot.forget_modules(before)
     lines = text.split("\n")
-    if saved:
+    if boot.config_saved:
         for i in range(len(lines)):
-            later = saved.get(lines[i].partition(" ")[0])
+            later = boot.config_saved.get(lines[i].partition(" ")[0])
             if later is not None and later != lines[i]:
                 lines[i] += "  (next boot: %s)" % later.partition(" ")[2]
     return lines
@@ -72,9 +55,9 @@ def save(path, text):
         raise ConsoleError(str(e))
     finally:
         dc = doc = values = None
-        unload(before)
+        boot.forget_modules(before)
     _write(new)
-    saved[path] = line
+    boot.config_saved[path] = line
     return line
 
 
