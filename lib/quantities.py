@@ -95,9 +95,13 @@ def _row(name):
     # -> (name, unit, OBIS or None) or None
     if not isinstance(name, str) or " " in name or "\n" in name or not name:
         return None
-    i = ("\n" + _Q).find("\n" + name + " ")
-    if i < 0:
-        return None
+    key = name + " "
+    if _Q.startswith(key):  # the first row has no "\n" before it ("\n" + _Q would copy the table)
+        i = 0
+    else:
+        i = _Q.find("\n" + key) + 1
+        if not i:
+            return None
     n, u, o = _Q[i:_Q.index("\n", i)].split(" ")
     return (n, u, None if o == "-" else o)
 

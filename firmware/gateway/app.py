@@ -28,6 +28,24 @@ def _drop_config_modules():
     gc.collect()
 
 
+def _import_features(cfg):
+    # The modules the config needs, imported before any of them builds its
+    # state. Their names fill the qstr pool past a doubling, and the new
+    # pool (about 9 KB in one block) must be asked for while the heap is
+    # still in one piece, not halfway through setting up the meters.
+    hub = cfg["mqtt"]["host"] and cfg["hub"]["key"]
+    if hub:
+        import gateway.net.hub  # noqa: F401
+    if cfg.get("meters"):
+        import gateway.meters.service  # noqa: F401
+        if hub:
+            import gateway.readings  # noqa: F401
+    if cfg["control"]["grid_meter"]:
+        import gateway.control  # noqa: F401
+        if hub and cfg["household"]["trading"]:
+            import gateway.trading  # noqa: F401
+
+
 # in gateway.boot.STATE_DIR, spelt out: const() folds no concatenation
 _CMD_SEQ = const("/state/command.seq")  # the last accepted COMMAND's seq
 
@@ -69,6 +87,7 @@ class App:
         # The config is checked at most once per boot: give the schema modules' heap
         # back before the meter drivers load (a lower peak, less fragmentation).
         _drop_config_modules()
+        _import_features(self.config)
         # The hub link first: the signing key's 8 KB table wants one block
         # of the heap while it is still in one piece.
         self.hub_problem = self._start_hub()
@@ -186,15 +205,17 @@ class App:
 
     def dispatch(self, line):
         # A console line -> its answer lines. The commands (gateway.commands)
-        # are loaded for the line and dropped after it, with every module
-        # the command brought in.
-        before = list(sys.modules)
-        from gateway import commands
-
+        # are loaded for the line and dropped after it, with selftest's
+        # checks; settings and the technician's login stay (they keep state).
+        gc.collect()  # the module's tables want blocks of a few hundred bytes
         try:
+            from gateway import commands
+
             return commands.dispatch(self, line)
+        except MemoryError:  # the console answers, and the app goes on
+            return ["ERR out of memory for the console's commands; try again"]
         finally:
-            boot.forget_modules(before)
+            boot.forget_modules(("gateway.commands", "gateway.selftest"))
 
     async def feed_watchdog(self, wdt):
         # Fed from the event loop, so a stalled loop resets the board.

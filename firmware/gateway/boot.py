@@ -34,12 +34,11 @@ def reset_cause_name():
     return "UNKNOWN(%d)" % cause
 
 
-def forget_modules(before):
-    # Forget every module imported since `before` (a list of names), the
-    # package's attribute too, so that their heap comes back.
-    for name in list(sys.modules):
-        if name not in before:
-            del sys.modules[name]
+def forget_modules(names):
+    # Forget these modules (and each one's attribute on its package), so
+    # that their heap comes back once nothing else holds them.
+    for name in names:
+        if sys.modules.pop(name, None) is not None:
             package, dot, leaf = name.rpartition(".")
             if dot and package in sys.modules:
                 try:
@@ -47,6 +46,11 @@ def forget_modules(before):
                 except AttributeError:
                     pass
     gc.collect()
+
+
+def modules_since(before):
+    # -> the names of the modules imported since `before` (a list of names)
+    return [name for name in sys.modules if name not in before]
 
 
 def load_record():

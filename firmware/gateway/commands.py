@@ -7,6 +7,8 @@
 import asyncio
 import machine
 
+import evse
+from compat import ticks_ms
 from gateway import boot, usbconsole
 from gateway.app import kb
 from gateway.version import VERSION
@@ -78,7 +80,7 @@ def _need_hub(app):
     return app.hub
 
 def cmd_net(app):
-    return table(_need_hub(app).net_rows())
+    return table(_net_rows(_need_hub(app)))
 
 def cmd_journal(app):
     st = _need_hub(app).uplink.stats()
@@ -117,7 +119,7 @@ def cmd_meters(app, name=None, what=None, hours=None):
     if app.meters is None:
         return "no meters configured" + (" (config errors: see status)" if boot.config_errors else "")
     if name is None:
-        return app.meters.summary()
+        return _meters_summary(app.meters)
     h = app.meters.find(name)
     if h is None:
         raise ConsoleError("no meter %r; meters: %s" % (name, ", ".join(m.name for m in app.meters.meters)))
@@ -132,7 +134,7 @@ def cmd_meters(app, name=None, what=None, hours=None):
             return start(hours or 24, usbconsole.say)
         except MeterError as e:
             raise ConsoleError("profile %s: %s" % (name, e))
-    return app.meters.details(h)
+    return _meter_details(h)
 
 def _need_control(app):
     if app.control is None:
@@ -151,10 +153,10 @@ def _need_tech(app):
 def cmd_trades(app):
     if app.trading is None:
         return "no trading: %s" % app.trading_problem
-    return table(app.trading.rows())
+    return table(_trading_rows(app.trading))
 
 def cmd_relays(app):
-    rows = list(_need_control(app).relay_rows())
+    rows = list(_relay_rows(_need_control(app)))
     if app.gate is not None:
         counts = app.gate.counts()
         refused = ["%s %d" % (k, counts[k]) for k in sorted(counts) if k != "accepted" and counts[k]]
@@ -184,11 +186,11 @@ def _manual(app, text, kind, lo, hi, what):
 
 def cmd_ev(app, target=None):
     _manual(app, target, "ev_ma", 0, 32000, "ev")
-    return table(app.control.ev_rows())
+    return table(_ev_rows(app.control))
 
 def cmd_battery(app, target=None):
     _manual(app, target, "battery_w", -50000, 50000, "battery")
-    return table(app.control.battery_rows())
+    return table(_battery_rows(app.control))
 
 def cmd_safe(app, what=None):
     c = _need_control(app)
@@ -227,7 +229,7 @@ def cmd_config(app, what, path=None, value=None):
     return "saved: %s; takes effect at the next reboot" % line
 
 def cmd_selftest(app, what=None, confirm=None):
-    from gateway import selftest  # dropped after the line, with the modules its checks load
+    from gateway import selftest  # dropped after the line (App.dispatch)
 
     if what is None:
         return selftest.rows(app)
@@ -246,3 +248,170 @@ def cmd_reboot(app, delay_ms=100):
 async def _reboot(delay_ms):
     await asyncio.sleep_ms(delay_ms)
     machine.reset()
+
+
+# ---- the reports the handlers show ----
+
+
+def _relay_rows(c):
+    d = c.dispatcher
+    if d is None:
+        return (("control", "off: %s" % c.problem),)
+    rows = []
+    for name, guard, role in (("battery", d.battery_relay, "relay_battery"),
+                              ("ev", d.ev_relay, "relay_ev_enable")):
+        pin = "-"
+        if c.board.has(role):
+            pin = "gpio %d=%d" % (c.board.gpio(role), c.board.output(role).value())
+        rows.append((name, "%s (%s), %d switches, %d deferred, %s%s" % (
+            "closed" if guard.closed else "open", guard.reason or "as asked", guard.switches,
+            guard.deferred, pin, ", latched" if guard.latched else "")))
+    rows.append(("fail-safe", c.act.failsafe if c.act and c.act.failsafe else "no"))
+    return rows
+
+
+def _source(c, kinds):
+    for k in kinds:
+        if k in c.manual:
+            return "technician (%s, %d s left)" % (k, (c.manual[k][1] - c.mono.ms()) // 1000)
+    for k in kinds:
+        if k in c.commands:
+            return "hub command seq %d (%s)" % (c.commands[k].seq, k)
+    return "trading agent"
+
+
+def _ev_rows(c):
+    a = c.act
+    rows = [("pilot", c._pilot or "-"),
+            ("current", "-" if a is None else "%d mA (%s)" % (a.ev_ma, a.ev_reason or "as asked")),
+            ("target", "%s from %s" % (_ma(_targets_ev(c)), _source(c, ("ev_ma", "ev_relay"))))]
+    if c.pwm is not None:
+        rows.append(("drive", "pilot PWM %d Hz, duty %d/65535" % (
+            c.pwm.freq(), a.ev_duty_u16 if a else evse.PAUSE_DUTY)))
+    elif c.ev is not None:
+        dv = c.ev_dev
+        rows.append(("drive", "%s setpoint, %d writes, %d errors%s" % (
+            c.ev.name, dv.writes, dv.errors, (" (" + dv.last_error + ")") if dv.errors else "")))
+    if c.live is not None:
+        rows.append(("session", "%d Wh since plug-in" % c.live.ev_session_wh))
+    return rows
+
+
+def _targets_ev(c):
+    return c.targets(c.mono.ms()).ev_ma if c.limits else None
+
+
+def _battery_rows(c):
+    a, lv = c.act, c.live
+    t = c.targets(c.mono.ms()).battery_w if c.limits else None
+    rows = [("setpoint", "-" if a is None else "%+d W (%s)" % (a.battery_w, a.battery_reason or "as asked")),
+            ("target", "%s from %s" % ("-" if t is None else "%+d W" % t,
+                                       _source(c, ("battery_w", "battery_relay"))))]
+    if lv is not None:
+        rows.append(("measured", "%+d W, SoC %d %%" % (lv.battery_w, lv.soc_pct)))
+    if c.battery is not None:
+        dv = c.bat_dev
+        rows.append(("drive", "%s storage model, %d writes, %d errors%s" % (
+            c.battery.name, dv.writes, dv.errors, (" (" + dv.last_error + ")") if dv.errors else "")))
+    return rows
+
+
+def _ma(v):
+    return "-" if v is None else "%d mA" % v
+
+
+def _trading_rows(tr):
+    now_s = tr.hub.now_s()
+    rows = []
+    for i, line in enumerate(tr.agent.explain(now_s).split("\n")):
+        rows.append(("plan" if i == 0 else "", line))
+    rows += [("counts", "%d orders, %d trades, %d refused; %d blocks witnessed, %d requests refused%s" % (
+                tr.orders, tr.trades, tr.refused, tr.witnessed, tr.witness_refused,
+                " (" + tr.witness_error + ")" if tr.witness_error else "")),
+             ("balance", "%+d micro-units" % tr.balance)]
+    for tid, wh, amount, status in tr.settlements:
+        rows.append(("settled", "trade %d: %d Wh, %+d, %s" % (
+            tid, wh, amount, ("in full", "partial", "failed")[status])))
+    return rows
+
+
+def _meters_summary(ms):
+    # The `meters` table: one row per meter, key values, error total.
+    now = ticks_ms()
+    rows = [("name", "protocol", "state", "age", "power_w", "import_wh", "export_wh", "soc", "errors")]
+    for h in ms.meters:
+        v = h.values
+        age = h.age_ms(now)
+        power = v.get("power_w", v.get("inverter_power_w"))
+        soc = v.get("battery_soc_permille")
+        errs = h.error_total()
+        last = h.last_error.split(":")[0] if errs else ""
+        rows.append((h.name, h.cfg["protocol"], h.state(now),
+                     "-" if age is None else "%ds" % (age // 1000),
+                     _num(power), _num(v.get("energy_import_wh")), _num(v.get("energy_export_wh")),
+                     "-" if soc is None else "%d.%d%%" % (soc // 10, soc % 10),
+                     "%d%s" % (errs, " (last " + last + ")" if last else "")))
+    return _columns(rows)
+
+
+def _meter_details(h):
+    now = ticks_ms()
+    age = h.age_ms(now)
+    rows = [("name", h.name), ("protocol", h.cfg["protocol"]), ("state", h.state(now))]
+    if h.problem:
+        rows.append(("problem", h.problem))
+    if h.driver is not None:
+        try:
+            rows.extend(h.driver.info())
+        except Exception as e:  # the report must not fail for a driver's sake
+            rows.append(("info", "%s: %s" % (type(e).__name__, e)))
+    rows.append(("period", "%d s, timeout %d ms, %d retries" % (
+        h.cfg["period_s"], h.cfg["timeout_ms"], h.cfg.get("retries", 0))))
+    rows.append(("last good", "never" if age is None else "%d.%d s ago, time %d" % (
+        age // 1000, age % 1000 // 100, h.good_time)))
+    rows.append(("polls", "%d: %d good, %d failed in a row" % (h.polls, h.good, h.fails)))
+    errs = " ".join("%s=%d" % (k, h.errors[k]) for k in sorted(h.errors))
+    rows.append(("errors", errs or "none"))
+    if h.last_error:
+        rows.append(("last error", h.last_error))
+    for q in sorted(h.values):
+        rows.append((q, h.values[q]))
+    return _columns(rows)
+
+
+def _num(v):
+    return "-" if v is None else str(v)
+
+
+def _columns(rows):
+    # Left-aligned columns, two spaces apart.
+    n = len(rows[0])
+    widths = [0] * n
+    for r in rows:
+        for i in range(n - 1):
+            if len(str(r[i])) > widths[i]:
+                widths[i] = len(str(r[i]))
+    out = []
+    for r in rows:
+        line = ""
+        for i in range(n - 1):
+            s = str(r[i])
+            line += s + " " * (widths[i] - len(s) + 2)
+        out.append(line + str(r[n - 1]))
+    return out
+
+
+def _net_rows(hub):
+    link, up = hub.link, hub.uplink
+    rtt = "-" if link.rtt_ms is None else "%d ms" % link.rtt_ms
+    ha = getattr(hub, "ha", None)  # set by the app when Home Assistant discovery is on
+    return (("wifi", hub.wifi.describe()),
+            ("mqtt", "%s %s:%d, %d connects, %d failures, rtt %s" % (
+                link.state, hub.config["mqtt"]["host"], hub.config["mqtt"]["port"], link.connects,
+                link.failures, rtt)),
+            ("last error", link.last_error or "-"),
+            ("uplink", "%d published, %d acked, %d duplicate acks, %d refused" % (
+                up.published, up.acks, up.duplicate_acks, up.rejected)),
+            ("ntp", "%d syncs, %d failures%s" % (hub.ntp_ok, hub.ntp_failures,
+                                                (" (" + hub.ntp_error + ")") if hub.ntp_error else ""))) + \
+        ((("ha", ha.describe()),) if ha is not None else ())

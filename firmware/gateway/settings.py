@@ -31,7 +31,7 @@ def show(path=None):
         raise ConsoleError(str(e))
     finally:
         dc = None  # no reference left, so forget_modules() frees it
-        boot.forget_modules(before)
+        boot.forget_modules(boot.modules_since(before))
     lines = text.split("\n")
     if boot.config_saved:
         for i in range(len(lines)):
@@ -55,7 +55,7 @@ def save(path, text):
         raise ConsoleError(str(e))
     finally:
         dc = doc = values = None
-        boot.forget_modules(before)
+        boot.forget_modules(boot.modules_since(before))
     _write(new)
     boot.config_saved[path] = line
     return line

@@ -260,19 +260,3 @@ class Trading:
         d.set_departure(self.mono.ms() + until_s * 1000 // self.rate, self.ev_target_wh)
         self.log("trading: EV plugged in; departure in %d min, %d Wh wanted" % (until_s // 60,
                                                                                 self.ev_target_wh))
-
-    # ---- console ----
-
-    def rows(self):
-        now_s = self.hub.now_s()
-        rows = []
-        for i, line in enumerate(self.agent.explain(now_s).split("\n")):
-            rows.append(("plan" if i == 0 else "", line))
-        rows += [("counts", "%d orders, %d trades, %d refused; %d blocks witnessed, %d requests refused%s" % (
-                    self.orders, self.trades, self.refused, self.witnessed, self.witness_refused,
-                    " (" + self.witness_error + ")" if self.witness_error else "")),
-                 ("balance", "%+d micro-units" % self.balance)]
-        for tid, wh, amount, status in self.settlements:
-            rows.append(("settled", "trade %d: %d Wh, %+d, %s" % (
-                tid, wh, amount, ("in full", "partial", "failed")[status])))
-        return rows

@@ -28,55 +28,46 @@ COMMAND = 7
 ACK = 8
 _OTA = const(9)
 
-_NAMES = const(("", "reading", "order", "trade", "settlement", "block", "witness", "command", "ack", "ota"))
-
-_U32 = const(0xFFFFFFFF)
 U64 = 0xFFFFFFFFFFFFFFFF
-_I32 = const(0x7FFFFFFF)
-_I64 = const(0x7FFFFFFFFFFFFFFF)
 
-# Field kinds: ("int", lo, hi) int in range; ("b", lo, hi) byte string of that
-# length; ("t", lo, hi) text of that many UTF-8 bytes; ("steps", max) a list
-# of [price, wh] pairs. A trailing "?" on a name: optional (may be absent at
-# the end, or null).
-_KID = const(("b", 8, 8))
-_HASH = const(("b", 32, 32))
-_TS = ("int", 0, U64)
-FIELDS = (
-    None,
+# One line per type (from 1): name, signed size budget in bytes
+# (docs/protocol.md explains them), then the fields in order as
+# name:kind:lo:hi. Kinds: i an int in [lo, hi]; b a byte string of lo..hi
+# bytes; t text of lo..hi UTF-8 bytes; s a list of lo..hi [price, wh] pairs
+# (each 0..u32). Bounds: decimal, uN/iN the largest unsigned/signed N-bit
+# int, -iN the smallest. A trailing "?" on a name: optional (may be absent at
+# the end, or null). One string, not tuples: it stays in ROM on a board, and
+# a message parses only its own line.
+_SPEC = const(
+    "\n"
     # READING: the interval [ts - 60 * interval_min, ts), the energy the
     # meter counted in it, its registers at ts, power at ts, the meter's serial
-    (("interval_min", ("int", 1, 1440)), ("import_wh", ("int", 0, _U32)), ("export_wh", ("int", 0, _U32)),
-     ("import_register_wh", ("int", 0, U64)), ("export_register_wh", ("int", 0, U64)),
-     ("power_w", ("int", -_I32 - 1, _I32)), ("meter", ("b", 1, 32))),
+    "reading 160 interval_min:i:1:1440 import_wh:i:0:u32 export_wh:i:0:u32 import_register_wh:i:0:u64"
+    " export_register_wh:i:0:u64 power_w:i:-i32:i32 meter:b:1:32\n"
     # ORDER: side 0 buy, 1 sell; a limit price, or a price-quantity curve
-    (("interval_start", _TS), ("interval_min", ("int", 1, 1440)), ("side", ("int", 0, 1)),
-     ("energy_wh", ("int", 1, _U32)), ("limit_price", ("int", 0, _U32)), ("steps?", ("steps", 8))),
+    "order 192 interval_start:i:0:u64 interval_min:i:1:1440 side:i:0:1 energy_wh:i:1:u32"
+    " limit_price:i:0:u32 steps?:s:1:8\n"
     # TRADE: hub to both parties
-    (("trade_id", ("int", 0, U64)), ("interval_start", _TS), ("interval_min", ("int", 1, 1440)),
-     ("seller", _KID), ("buyer", _KID), ("energy_wh", ("int", 1, _U32)), ("price", ("int", 0, _U32)),
-     ("seller_order", ("int", 0, U64)), ("buyer_order", ("int", 0, U64))),
+    "trade 160 trade_id:i:0:u64 interval_start:i:0:u64 interval_min:i:1:1440 seller:b:8:8 buyer:b:8:8"
+    " energy_wh:i:1:u32 price:i:0:u32 seller_order:i:0:u64 buyer_order:i:0:u64\n"
     # SETTLEMENT: what was delivered and what the buyer owes the seller;
     # status 0 settled in full, 1 partial (shortfall), 2 failed
-    (("trade_id", ("int", 0, U64)), ("delivered_wh", ("int", 0, _U32)), ("amount", ("int", -_I64 - 1, _I64)),
-     ("status", ("int", 0, 2))),
+    "settlement 128 trade_id:i:0:u64 delivered_wh:i:0:u32 amount:i:-i64:i64 status:i:0:2\n"
     # BLOCK header: entries' Merkle root, chained by the previous block's hash
-    (("height", ("int", 0, U64)), ("prev", _HASH), ("root", _HASH), ("entries", ("int", 0, _U32))),
+    "block 192 height:i:0:u64 prev:b:32:32 root:b:32:32 entries:i:0:u32\n"
     # WITNESS: a device's signature over a block: the hash of its signed BLOCK message
-    (("height", ("int", 0, U64)), ("block", _HASH)),
+    "witness 160 height:i:0:u64 block:b:32:32\n"
     # COMMAND: hub to one device, valid in [valid_from, valid_until);
     # action 0 setpoint (battery W, + charges; EV charger mA), 1 relay
     # (value 0 open, 1 closed), 2 demand response (import limit, W)
-    (("target", _KID), ("valid_from", _TS), ("valid_until", _TS), ("action", ("int", 0, 2)),
-     ("actuator", ("int", 0, 15)), ("value", ("int", -_I32 - 1, _I32))),
+    "command 160 target:b:8:8 valid_from:i:0:u64 valid_until:i:0:u64 action:i:0:2 actuator:i:0:15"
+    " value:i:-i32:i32\n"
     # ACK: the hub has the device's message with sequence number acked_seq
-    (("device", _KID), ("acked_seq", ("int", 0, U64))),
+    "ack 128 device:b:8:8 acked_seq:i:0:u64\n"
     # OTA: an update announcement; the image itself is checked against sha256
-    (("version", ("t", 1, 16)), ("size", ("int", 1, _U32)), ("sha256", _HASH), ("url?", ("t", 1, 128))),
+    "ota 256 version:t:1:16 size:i:1:u32 sha256:b:32:32 url?:t:1:128\n"
 )
 
-# Signed size budgets (bytes), enforced when signing; docs/protocol.md explains them.
-_BUDGET = const((0, 160, 192, 160, 128, 192, 160, 160, 128, 256))
 MAX_MESSAGE = 512  # the most any receiver accepts
 
 
@@ -102,7 +93,8 @@ class Message:
 
     @property
     def name(self):
-        return _NAMES[self.type]
+        line = _line(self.type)
+        return line[:line.find(" ")]
 
     def __getitem__(self, name):
         return self.fields[name]
@@ -111,52 +103,82 @@ class Message:
         return "<%s seq %d ts %d %r>" % (self.name, self.seq, self.ts, self.fields)
 
 
-def _check(name, kind, v):
-    k = kind[0]
-    if k == "int":
-        ok = isinstance(v, int) and not isinstance(v, bool) and kind[1] <= v <= kind[2]
-    elif k == "b":
-        ok = isinstance(v, bytes) and kind[1] <= len(v) <= kind[2]
-    elif k == "t":
-        ok = isinstance(v, str) and kind[1] <= len(v.encode()) <= kind[2]
-    else:  # steps
-        ok = isinstance(v, list) and 1 <= len(v) <= kind[1]
+def _line(mtype):
+    # type mtype's line of _SPEC; "" for an unknown type (line 0 is empty)
+    i = -1
+    for _ in range(mtype):
+        i = _SPEC.find("\n", i + 1)
+        if i < 0:
+            return ""
+    return _SPEC[i + 1:_SPEC.find("\n", i + 1)]
+
+
+def _bound(b):
+    # a bound of _SPEC -> int, made on use (u32 and wider are bignums on a board)
+    if b[0] == "u":
+        return (1 << int(b[1:])) - 1
+    if b[0] == "i":
+        return (1 << int(b[1:]) - 1) - 1
+    if b[0] == "-":
+        return -1 - _bound(b[1:])
+    return int(b)
+
+
+def _int(v, lo, hi):
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _check(name, kind, lo, hi, v):
+    lo = _bound(lo)
+    hi = _bound(hi)
+    if kind == "i":
+        ok = _int(v, lo, hi)
+    elif kind == "b":
+        ok = isinstance(v, bytes) and lo <= len(v) <= hi
+    elif kind == "t":
+        ok = isinstance(v, str) and lo <= len(v.encode()) <= hi
+    else:  # s: steps
+        ok = isinstance(v, list) and lo <= len(v) <= hi
         if ok:
+            top = _bound("u32")
             for step in v:
                 if not (isinstance(step, list) and len(step) == 2 and
-                        all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= _U32 for n in step)):
+                        _int(step[0], 0, top) and _int(step[1], 0, top)):
                     ok = False
                     break
     if not ok:
         raise ProtocolError("field", "%s: %r out of range or of the wrong type" % (name, v))
 
 
-def _spec(mtype):
-    if not isinstance(mtype, int) or isinstance(mtype, bool) or not 1 <= mtype < len(FIELDS):
+def _spec(mtype, seq, ts):
+    # checks the head -> [name, budget, field, ...], each field "name:kind:lo:hi"
+    if not isinstance(mtype, int) or isinstance(mtype, bool) or not 1 <= mtype <= _OTA:
         raise ProtocolError("type", "unknown message type %r" % (mtype,))
-    return FIELDS[mtype]
+    _check("seq", "i", "0", "u64", seq)
+    _check("ts", "i", "0", "u64", ts)
+    return _line(mtype).split(" ")
 
 
 def encode(mtype, seq, ts, fields):
     """The payload bytes of a message; fields: dict by name (optional ones may be left out)."""
-    spec = _spec(mtype)
-    _check("seq", ("int", 0, U64), seq)
-    _check("ts", _TS, ts)
+    spec = _spec(mtype, seq, ts)
     out = [_VERSION, mtype, seq, ts]
     missing = 0
-    for name, kind in spec:
+    for i in range(2, len(spec)):
+        name, kind, lo, hi = spec[i].split(":")
         optional = name[-1] == "?"
-        name = name.rstrip("?")
+        if optional:
+            name = name[:-1]
         v = fields.get(name)
         if v is None:
             if not optional:
-                raise ProtocolError("missing", "%s needs %s" % (_NAMES[mtype], name))
+                raise ProtocolError("missing", "%s needs %s" % (spec[0], name))
             missing += 1
             continue
         if missing:
             out.extend([None] * missing)  # an optional field before this one
             missing = 0
-        _check(name, kind, v)
+        _check(name, kind, lo, hi, v)
         out.append(v)
     return cbor.dumps(out)
 
@@ -172,20 +194,19 @@ def decode(payload):
     version, mtype, seq, ts = a[0], a[1], a[2], a[3]
     if version != _VERSION:
         raise ProtocolError("version", "version %r, this reader speaks %d" % (version, _VERSION))
-    spec = _spec(mtype)
-    _check("seq", ("int", 0, U64), seq)
-    _check("ts", _TS, ts)
+    spec = _spec(mtype, seq, ts)
     fields = {}
-    for i in range(len(spec)):
-        name, kind = spec[i]
+    for i in range(2, len(spec)):
+        name, kind, lo, hi = spec[i].split(":")
         optional = name[-1] == "?"
-        name = name.rstrip("?")
-        v = a[4 + i] if 4 + i < len(a) else None
+        if optional:
+            name = name[:-1]
+        v = a[i + 2] if i + 2 < len(a) else None  # spec[2] is a[4]
         if v is None:
             if not optional:
-                raise ProtocolError("missing", "%s has no %s" % (_NAMES[mtype], name))
+                raise ProtocolError("missing", "%s has no %s" % (spec[0], name))
             continue
-        _check(name, kind, v)
+        _check(name, kind, lo, hi, v)
         fields[name] = v
     return Message(mtype, seq, ts, fields, version)
 
@@ -193,8 +214,9 @@ def decode(payload):
 def sign(mtype, seq, ts, fields, kid, signer):
     """Encode and sign a message -> COSE_Sign1 bytes, within the type's budget."""
     data = cose.sign1(encode(mtype, seq, ts, fields), kid, signer)
-    if len(data) > _BUDGET[mtype]:
-        raise ProtocolError("size", "%s is %d bytes, the budget is %d" % (_NAMES[mtype], len(data), _BUDGET[mtype]))
+    spec = _spec(mtype, seq, ts)
+    if len(data) > int(spec[1]):
+        raise ProtocolError("size", "%s is %d bytes, the budget is %s" % (spec[0], len(data), spec[1]))
     return data
 
 

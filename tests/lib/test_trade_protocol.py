@@ -10,7 +10,7 @@ import cose
 import p256
 from trade import messages as m
 from trade import replay, topics
-from protocol_vectors import BUDGET, DEVICE_D, HUB_D, VECTORS, Signer, doc_vectors
+from protocol_vectors import BUDGET, DEVICE_D, HUB_D, VECTORS, Signer, _doc_path, doc_vectors
 
 DEV = Signer(DEVICE_D)
 HUB = Signer(HUB_D)
@@ -97,6 +97,119 @@ def test_field_checks_name_the_field():
     assert raises(m.ProtocolError, m.open_signed, short, lookup).reason == "missing"
     floaty = cose.sign1(cbor.dumps([1, m.ACK, 1, 2, DEV.kid, True]), HUB.kid, HUB)
     assert raises(m.ProtocolError, m.open_signed, floaty, lookup).reason == "field"
+
+
+def _doc_number(text):
+    # "1440", "2^32-1", "2^31" as in docs/protocol.md's range column
+    if "^" not in text:
+        return int(text)
+    base, rest = text.split("^")
+    if "-" in rest:
+        exp, minus = rest.split("-")
+        return int(base) ** int(exp) - int(minus)
+    return int(base) ** int(rest)
+
+
+def doc_fields():
+    # {type: [(name, optional, cbor type, lo, hi), ...]} from the field tables
+    # of docs/protocol.md: an independent statement of what the encoder checks
+    out = {}
+    mtype = None
+    with open(_doc_path()) as f:
+        for line in f:
+            if line.startswith("#### "):
+                word = line.split()[1]
+                mtype = int(word) if word.isdigit() else None
+                continue
+            cells = [c.strip() for c in line.split("|")[1:-1]]
+            if mtype is None or len(cells) != 5 or not cells[0].isdigit():
+                continue
+            name, cbor_type, text = cells[1], cells[2], cells[3]
+            optional = name.endswith(" (optional)")
+            name = name.split(" ")[0]
+            text = text.replace(" bytes", "").replace(" pairs", "")
+            if not text:
+                lo, hi = 0, 2 ** 64 - 1  # a plain uint
+            elif text.startswith("\u00b1"):
+                hi = _doc_number(text[1:])
+                lo = -hi
+                hi -= 1
+            elif "\u2013" in text:
+                lo, hi = [_doc_number(t) for t in text.split("\u2013")]
+            elif "," in text:
+                lo, hi = [int(t) for t in text.split(",")]
+            else:
+                lo = hi = int(text)
+            out.setdefault(mtype, []).append((name, optional, cbor_type, lo, hi))
+    return out
+
+
+def _sized(cbor_type, n):
+    # a value of that CBOR type whose checked size is n (its value, for ints)
+    if cbor_type == "bstr":
+        return b"k" * n
+    if cbor_type == "tstr":
+        return "\u00e9" * (n // 2) + "v" * (n % 2)  # UTF-8 bytes count, not characters
+    if cbor_type == "array":
+        return [[0, 2 ** 32 - 1]] * n
+    return n
+
+
+def test_field_bounds_follow_the_doc_tables():
+    # each field takes its documented lo and hi and refuses one past either,
+    # both when encoding and when decoding another sender's payload
+    tables = doc_fields()
+    assert sorted(tables) == list(range(1, 10)), sorted(tables)
+    for name, mtype, _, seq, ts, fields in VECTORS:
+        table = tables[mtype]
+        assert sorted(row[0] for row in table) == sorted(fields), (name, table)
+        for i in range(len(table)):
+            field, optional, cbor_type, lo, hi = table[i]
+            for n, ok in ((lo, True), (hi, True), (lo - 1, False), (hi + 1, False)):
+                if n < 0 and cbor_type != "uint" and cbor_type != "int":
+                    continue
+                v = _sized(cbor_type, n)
+                values = dict(fields)
+                values[field] = v
+                payload = [1, mtype, seq, ts] + [values[r[0]] for r in table]
+                if ok:
+                    assert m.decode(m.encode(mtype, seq, ts, values)).fields[field] == v, (name, field, n)
+                    assert m.decode(cbor.dumps(payload)).fields == values, (name, field, n)
+                    continue
+                e = raises(m.ProtocolError, m.encode, mtype, seq, ts, values)
+                assert e.reason == "field" and str(e).startswith("field: %s: " % field), (name, field, n, e)
+                if n < 2 ** 64:  # CBOR's ints end there
+                    e = raises(m.ProtocolError, m.decode, cbor.dumps(payload))
+                    assert e.reason == "field" and str(e).startswith("field: %s: " % field), (name, field, n, e)
+            if optional:
+                values = dict(fields)
+                del values[field]
+                assert field not in m.decode(m.encode(mtype, seq, ts, values)).fields
+            else:
+                cut = [1, mtype, seq, ts] + [fields[r[0]] for r in table[:i]]
+                e = raises(m.ProtocolError, m.decode, cbor.dumps(cut))
+                assert e.reason == "missing" and str(e) == "missing: %s has no %s" % (name, field), e
+                values = dict(fields)
+                del values[field]
+                e = raises(m.ProtocolError, m.encode, mtype, seq, ts, values)
+                assert e.reason == "missing" and str(e) == "missing: %s needs %s" % (name, field), e
+        for bad in (-1, 2 ** 64, True, None):
+            e = raises(m.ProtocolError, m.encode, mtype, bad, ts, fields)
+            assert e.reason == "field" and str(e).startswith("field: seq: "), e
+            if bad == 2 ** 64:
+                continue
+            e = raises(m.ProtocolError, m.decode, cbor.dumps([1, mtype, seq, bad] + [fields[r[0]] for r in table]))
+            assert e.reason == "field" and str(e).startswith("field: ts: "), e
+        assert m.decode(m.encode(mtype, 2 ** 64 - 1, 2 ** 64 - 1, fields)).seq == 2 ** 64 - 1
+
+
+def test_size_budget_names_the_type():
+    ota = dict(VECTORS[-1][5], version="v" * 16, url="u" * 128)
+    e = raises(m.ProtocolError, m.sign, 9, 1, 1750504000, ota, HUB.kid, HUB)
+    assert e.reason == "size" and str(e).startswith("size: ota is ") and str(e).endswith(" the budget is 256"), e
+    e = raises(m.ProtocolError, m.encode, 0, 1, 1, {})
+    assert e.reason == "type" and str(e) == "type: unknown message type 0", e
+    assert m.Message(m.ACK, 1, 2, {}).name == "ack"
 
 
 def test_tampering_wrong_alg_and_wrong_kid_are_refused():

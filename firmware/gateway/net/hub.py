@@ -107,18 +107,3 @@ class HubLink:
 
     def clock_line(self):
         return self.clock.describe(self.mono.ms())
-
-    def net_rows(self):
-        link, up = self.link, self.uplink
-        rtt = "-" if link.rtt_ms is None else "%d ms" % link.rtt_ms
-        ha = getattr(self, "ha", None)  # set by the app when Home Assistant discovery is on
-        return (("wifi", self.wifi.describe()),
-                ("mqtt", "%s %s:%d, %d connects, %d failures, rtt %s" % (
-                    link.state, self.config["mqtt"]["host"], self.config["mqtt"]["port"], link.connects,
-                    link.failures, rtt)),
-                ("last error", link.last_error or "-"),
-                ("uplink", "%d published, %d acked, %d duplicate acks, %d refused" % (
-                    up.published, up.acks, up.duplicate_acks, up.rejected)),
-                ("ntp", "%d syncs, %d failures%s" % (self.ntp_ok, self.ntp_failures,
-                                                    (" (" + self.ntp_error + ")") if self.ntp_error else ""))) + \
-            ((("ha", ha.describe()),) if ha is not None else ())
