@@ -202,14 +202,16 @@ class _Scan:
     # is opened per chunk, so none stays open between calls and a segment
     # deleted meanwhile ends the scan with OSError. decode=False checks
     # everything but leaves the data out (open(), acks).
-    def __init__(self, path, base, decode):
+    def __init__(self, path, base, decode, chunk=None):
+        # chunk: a buffer of the journal's to read into (the cursor's, reused
+        # for every scan it makes: no 512 bytes to find in a fragmented heap)
         self.path = path
         self.base = base
         self.decode = decode
         self.pos = _HEADER
         self.prev = base - 1
         self.window = []  # [seq, data (or its length), depth in its chain, referred to]
-        self.buf = None
+        self.buf = self._chunk = chunk
         self.at = 0  # file offset of buf[0]
         self.got = 0  # bytes in buf
         self.short = False  # buf ends at the end of the file
@@ -238,7 +240,11 @@ class _Scan:
         return n if n < got else got
 
     def release(self):
-        self.buf = None
+        # Give back a buffer of the scan's own; the journal's chunk stays.
+        if self.buf is not self._chunk:
+            self.buf = self._chunk
+            self.at = self.got = 0
+            self.short = False
 
     def next(self):
         # -> (seq, kind, data) of the next record that can be read, None at the end
@@ -437,6 +443,7 @@ class Journal:
         self._tail = None
         self._window = []
         self._cursor = None
+        self._chunk = bytearray(_CHUNK)  # the cursor's reads, allocated once
         self._head_seq = None
         bases = []
         for name in names:
@@ -607,7 +614,7 @@ class Journal:
                         break
                 if seg is None:
                     return None
-                cur = self._cursor = _Scan(self._path(seg.base), seg.base, False)
+                cur = self._cursor = _Scan(self._path(seg.base), seg.base, False, self._chunk)
             try:
                 r = cur.next()
             except OSError:
@@ -621,7 +628,7 @@ class Journal:
                 if nxt is None:
                     cur.release()
                     return None
-                self._cursor = _Scan(self._path(nxt.base), nxt.base, False)
+                self._cursor = _Scan(self._path(nxt.base), nxt.base, False, self._chunk)
             elif r[0] >= self._done and r[0] not in self._ahead:
                 self._head_seq = r[0]
 
