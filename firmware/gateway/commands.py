@@ -74,13 +74,16 @@ def cmd_status(app):
         rows.append(("config", "; ".join(boot.config_errors)))
     return table(rows)
 
+
 def _need_hub(app):
     if app.hub is None:
         raise ConsoleError("no hub link: %s" % app.hub_problem)
     return app.hub
 
+
 def cmd_net(app):
     return table(_net_rows(_need_hub(app)))
+
 
 def cmd_journal(app):
     st = _need_hub(app).uplink.stats()
@@ -98,6 +101,7 @@ def cmd_journal(app):
             app.readings.signed, app.readings.unsynced)))
     return table(rows)
 
+
 def cmd_identity(app, what=None):
     # Only the public half is ever shown; the private key stays in its file.
     from gateway import keys
@@ -114,6 +118,7 @@ def cmd_identity(app, what=None):
     return table((("kid", key.kid.hex()),
                   ("provider", key.describe()),
                   ("cose_key", cose.encode_key(*pub).hex())))
+
 
 def cmd_meters(app, name=None, what=None, hours=None):
     if app.meters is None:
@@ -136,10 +141,12 @@ def cmd_meters(app, name=None, what=None, hours=None):
             raise ConsoleError("profile %s: %s" % (name, e))
     return _meter_details(h)
 
+
 def _need_control(app):
     if app.control is None:
         raise ConsoleError("no control: control.grid_meter is not set")
     return app.control
+
 
 def _need_tech(app):
     if app.tech is None:
@@ -150,10 +157,12 @@ def _need_tech(app):
         app.tech = Technician(app._kid, app.mono, usbconsole.say)
     return app.tech
 
+
 def cmd_trades(app):
     if app.trading is None:
         return "no trading: %s" % app.trading_problem
     return table(_trading_rows(app.trading))
+
 
 def cmd_relays(app):
     rows = list(_relay_rows(_need_control(app)))
@@ -163,6 +172,7 @@ def cmd_relays(app):
         rows.append(("commands", "%d accepted, last seq %d; refused: %s" % (
             counts["accepted"], app.gate.last_seq, ", ".join(refused) or "none")))
     return table(rows)
+
 
 def _manual(app, text, kind, lo, hi, what):
     c = _need_control(app)
@@ -184,13 +194,16 @@ def _manual(app, text, kind, lo, hi, what):
     usbconsole.say("technician: %s target %d" % (what, value))
     return True
 
+
 def cmd_ev(app, target=None):
     _manual(app, target, "ev_ma", 0, 32000, "ev")
     return table(_ev_rows(app.control))
 
+
 def cmd_battery(app, target=None):
     _manual(app, target, "battery_w", -50000, 50000, "battery")
     return table(_battery_rows(app.control))
+
 
 def cmd_safe(app, what=None):
     c = _need_control(app)
@@ -203,8 +216,10 @@ def cmd_safe(app, what=None):
     usbconsole.say("console: fail-safe requested")
     return "fail-safe held: EV paused, battery idle, relays open once their dwell allows"
 
+
 def cmd_auth(app, what="status", arg=None):
     return _need_tech(app).cmd_auth(what, arg)
+
 
 def cmd_log(app, n=20):
     ring = usbconsole.ring
@@ -213,6 +228,7 @@ def cmd_log(app, n=20):
         min(n, ring.kept), ring.kept, ring.size, ring.said))
     for t, text in ring.tail(n):
         usbconsole.write("%6d  %s\r\n" % (t, text.replace("\r", " ").replace("\n", " ")))
+
 
 def cmd_config(app, what, path=None, value=None):
     from gateway import settings
@@ -227,6 +243,7 @@ def cmd_config(app, what, path=None, value=None):
     line = settings.save(path, value)
     usbconsole.say("console: config %s saved for the next reboot" % line)
     return "saved: %s; takes effect at the next reboot" % line
+
 
 def cmd_selftest(app, what=None, confirm=None):
     from gateway import selftest  # dropped after the line (App.dispatch)
@@ -244,6 +261,7 @@ def cmd_selftest(app, what=None, confirm=None):
 def cmd_reboot(app, delay_ms=100):
     asyncio.create_task(_reboot(delay_ms))
     return "rebooting in %d ms" % delay_ms
+
 
 async def _reboot(delay_ms):
     await asyncio.sleep_ms(delay_ms)
