@@ -6,6 +6,7 @@ config is checked once and kept in /state/config.checked with a digest of
 types included; anything wrong with the file means checking again. On a
 virtual board: tests/e2e/test_checked_config_on_board.py."""
 
+import inspect
 import json
 import subprocess
 import sys
@@ -248,14 +249,7 @@ print("@@schema", "deviceconfig" in sys.modules, "meterconfig" in sys.modules, l
 micropython.qstr_info()
 import deviceconfig
 want = deviceconfig.validate(json.load(open(%(conf)r)))
-def same(a, b):
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return sorted(a) == sorted(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(a[i], b[i]) for i in range(len(a)))
-    return a == b
+%(same)s
 print("@@same", same(got, want))
 """
 
@@ -266,7 +260,7 @@ def test_on_micropython_the_second_load_imports_no_schema(tmp_path):
     (standin / "machine.py").write_text("Pin = PWM = object\n")
     conf, cache = tmp_path / "config.json", tmp_path / "state" / "config.checked"
     conf.write_text(json.dumps(FULL))
-    script = MP_SCRIPT % {"paths": [str(ROOT / "lib"), str(ROOT / "firmware"), str(standin)],
+    script = MP_SCRIPT % {"same": inspect.getsource(same), "paths": [str(ROOT / "lib"), str(ROOT / "firmware"), str(standin)],
                           "conf": str(conf), "cache": str(cache)}
     mp = Path(sys.executable).parent / "micropython"
 
