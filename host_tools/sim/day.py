@@ -374,6 +374,7 @@ class Report:
     wall_s: float = 0.0
     setup_s: float = 0.0
     transcript_path: str = ""
+    ended_early: str = ""  # why the day stopped before its end, if it did
 
     def tiling_problems(self, meter):
         """Where a meter's readings do not tile time: holes, overlaps, seqs
@@ -439,6 +440,8 @@ class Report:
         for meter in sorted(self.readings):
             out += self.tiling_problems(meter)
         out += self.delivery_problems()
+        if self.ended_early:
+            out.append("the day ended early: %s" % self.ended_early)
         if not self.depth_zero:
             out.append("the journal did not empty: %s" % self.journal)
         if self.crashed:
@@ -772,7 +775,7 @@ class Day:
         t0 = time.monotonic() - (self.clock.timestamp() - START.timestamp()) / plan.rate
         t_end = plan.hours * 3600 / plan.rate
         try:
-            self.report.heap_free_start_kb = self._settled_heap()
+            self.report.heap_free_start_kb = self._settled_heap(before_day=True)
             events = self._schedule(time.monotonic() - t0 + 2.0, t_end)
             self.log("day: %d kills, %d flaps, outage %s; free heap %.1f KB" % (
                 plan.kills, plan.flaps, self._outage_span(), self.report.heap_free_start_kb))
@@ -790,7 +793,8 @@ class Day:
             self._drain()
         except DayError as e:
             self.report.wall_s = time.monotonic() - t0
-            self.log("day: ended early at %.0f s: %s" % (self.report.wall_s, str(e).splitlines()[0]))
+            self.report.ended_early = str(e).splitlines()[0]
+            self.log("day: ended early at %.0f s: %s" % (self.report.wall_s, self.report.ended_early))
         self._collect()
         return self.report
 
@@ -868,11 +872,16 @@ class Day:
         self.report.status = _rows(answer)
         return float(HEAP_ROW.search(answer).group(1))
 
-    def _settled_heap(self, samples=3):
+    def _settled_heap(self, samples=3, before_day=False):
         """Free heap (KB, after gc) once the journal is empty; the most of a
-        few samples, as polls in flight hold a little of it at any moment."""
+        few samples, as polls in flight hold a little of it at any moment.
+        Before the day, a journal that does not empty ends it: its events
+        would have no time left to happen in."""
         if not self._wait_depth_zero(60):
             self._check_crash()
+            if before_day:
+                raise DayError("the journal did not empty in 60 s before the day's events; the console said: %s"
+                               % self.con.transcript[-300:].strip())
         return max(self._status_heap() for _ in range(samples))
 
     def _journal(self):
