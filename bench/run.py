@@ -184,6 +184,16 @@ def bench_gateway_heap(results):
         results[name] = metric(value, "KB", how)
 
 
+def bench_market(results):
+    # Issue 6: clearing one interval's book on the hub.
+    from bench.market_clear import run
+
+    results["market_clear_10k_orders_ms"] = metric(
+        run()["market_clear_10k_orders_ms"], "ms",
+        "host_tools/hub/market.py clear() of 10,000 seeded step orders (about 45,000 tranches, 5,000 buys and "
+        "5,000 sells) with binding connection caps and a feeder limit, on CPython; median of 7 (goal <= 100)")
+
+
 def metric(value, unit, how):
     return {"value": value, "unit": unit, "how": how}
 
@@ -200,6 +210,7 @@ def main(argv=None):
     bench_push_decrypt(results)
     bench_dlms_profile(results)
     bench_es256(results)
+    bench_market(results)
     bench_gateway_heap(results)
     doc = {
         "machine": {"python": platform.python_version(), "platform": platform.platform(),

@@ -4,6 +4,7 @@ hub's own signing key, and checking what the devices sign."""
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -95,12 +96,23 @@ class HubKey:
         return cbor2.dumps(cbor2.CBORTag(TAG_SIGN1, [protected, {}, payload, sig]))
 
 
+def loads_exact(data: bytes):
+    """One CBOR item that is all of `data`: cbor2.loads ignores what follows
+    the first item, and bytes appended to a signed message would otherwise
+    be stored (and later fail to prove in a block) with a valid signature."""
+    fp = io.BytesIO(data)
+    item = cbor2.CBORDecoder(fp).decode()
+    if fp.tell() != len(data):
+        raise ValueError(f"{len(data) - fp.tell()} bytes after the CBOR item")
+    return item
+
+
 def verify1(data: bytes, lookup):
     """Check a COSE_Sign1 -> (kid, payload bytes). lookup(kid) -> public key or None."""
     if len(data) > MAX_MESSAGE:
         raise Rejected("size", f"{len(data)} bytes, at most {MAX_MESSAGE}")
     try:
-        msg = cbor2.loads(data)
+        msg = loads_exact(data)
     except Exception as e:
         raise Rejected("cbor", f"{type(e).__name__}: {e}") from None
     if not isinstance(msg, cbor2.CBORTag) or msg.tag != TAG_SIGN1:

@@ -13,7 +13,7 @@ from collections import Counter
 
 import cbor2
 
-from host_tools.hub.cose_es256 import Rejected, decode_cose_key, verify1
+from host_tools.hub.cose_es256 import Rejected, decode_cose_key, loads_exact, verify1
 
 VERSION = 1
 READING, ORDER, WITNESS, ACK = 1, 2, 6, 8
@@ -66,7 +66,7 @@ class Ingest:
         if kid.hex() != parts[4]:
             raise Rejected("topic", "signed by %s, sent on %s's topic" % (kid.hex(), parts[4]))
         try:
-            p = cbor2.loads(body)
+            p = loads_exact(body)
         except Exception:
             raise Rejected("cbor", "payload") from None
         if (not isinstance(p, (list, tuple)) or len(p) < 4 or p[0] != VERSION

@@ -89,6 +89,7 @@ def test_out_of_order_backlog_is_accepted(hub):
     ("garbage", "rejected_cbor"),
     ("oversize", "rejected_size"),
     ("community", "rejected_topic"),
+    ("trailing", "rejected_cbor"),
 ])
 def test_bad_messages_are_counted_and_not_acknowledged(hub, case, reason):
     s, key = device()
@@ -118,6 +119,8 @@ def test_bad_messages_are_counted_and_not_acknowledged(hub, case, reason):
         data = b"\x00" * 600
     elif case == "community":
         t = t.replace("street", "other")
+    elif case == "trailing":  # the signature still holds; the bytes are not the message
+        data = data + b"\x00"
     before = len(hub.store.messages())
     assert hub.handle(t, data) == []
     assert hub.counts[reason] == 1, hub.counts
