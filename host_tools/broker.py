@@ -262,7 +262,7 @@ class Broker:
     def __init__(self, port: int = 0, tls: bool = False, tls_port: int = 0,
                  kind: str | None = None, host: str = "127.0.0.1",
                  workdir: str | os.PathLike | None = None,
-                 ready_timeout: float = _READY_TIMEOUT):
+                 ready_timeout: float = _READY_TIMEOUT, queue_limit: int | None = None):
         kind = kind or detect_kind()
         if kind is None:
             raise BrokerError("unavailable", "no MQTT broker here: install mosquitto "
@@ -279,6 +279,9 @@ class Broker:
         self.tls = bool(tls or tls_port)
         self.tls_port = tls_port if self.tls else None
         self.ready_timeout = ready_timeout
+        # Mosquitto's max_queued_messages (0: no limit): a benchmark's flood
+        # must reach a slow subscriber instead of being dropped at 1,000.
+        self.queue_limit = queue_limit
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else None
         self.ca_pem = self.cert_pem = self.key_pem = None
@@ -415,6 +418,8 @@ class Broker:
             "connection_messages true",
             f"listener {self.port} {self.host}",
         ]
+        if self.queue_limit is not None:
+            lines.insert(-1, f"max_queued_messages {int(self.queue_limit)}")
         if _is_root():
             # As root, Mosquitto would switch to the 'mosquitto' user, which
             # cannot read this private temporary folder.

@@ -32,20 +32,31 @@ class HubService:
         self.community = community
         self.host, self.port = host, port
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker has granted every subscription
+        self._pending_subs = set()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pgw-hub-" + community,
                                   clean_session=True)
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             return
-        for topic in self.ingest.subscriptions():
-            client.subscribe(topic, qos=1)
+        self._pending_subs = {client.subscribe(topic, qos=1)[1] for topic in self.ingest.subscriptions()}
         client.publish(f"pgw/1/{self.community}/hub/key", self.key.cose_key(), qos=1, retain=True)
         self.connected.set()
+
+    def _on_disconnect(self, *args):
+        self.connected.clear()
+        self.subscribed.clear()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        self._pending_subs.discard(mid)
+        if not self._pending_subs:
+            self.subscribed.set()
 
     def _on_message(self, client, userdata, msg):
         for topic, payload in self.ingest.handle(msg.topic, msg.payload):
