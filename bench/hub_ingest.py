@@ -44,7 +44,8 @@ PUBLISHERS = 4
 def signed_readings(n, devices):
     """-> ([device COSE_Keys], [(topic, signed READING)]), n readings spread over the devices."""
     keys = [HubKey(ec.generate_private_key(ec.SECP256R1())) for _ in range(devices)]
-    ts = int(time.time()) // 900 * 900 - 86400  # yesterday's intervals: a backlog, accepted by seq
+    per_device = -(-n // devices)
+    ts = int(time.time()) // 900 * 900 - 900 * (per_device + 1)  # past intervals: a backlog, accepted by seq
     out = []
     for i in range(n):
         key, seq = keys[i % devices], i // devices + 1
@@ -124,7 +125,8 @@ def broker_raw(port, messages):
 
 def hub_ingest(port, messages, device_keys):
     with tempfile.TemporaryDirectory(prefix="pgw-bench-hub-") as state:
-        hub = HubService(state, "127.0.0.1", port, COMMUNITY)
+        # no per-device budget: a bench device sends its share at once, far past any real device's rate
+        hub = HubService(state, "127.0.0.1", port, COMMUNITY, device_rate=1e9, device_burst=10**9)
         for key in device_keys:
             hub.ingest.register(key)
         hub.start()

@@ -18,11 +18,13 @@ import paho.mqtt.client as mqtt
 
 from host_tools.hub.cose_es256 import HubKey
 from host_tools.hub.ingest import Ingest
+from host_tools.hub.ratelimit import DeviceBudgets
 from host_tools.hub.store import Store
 
 
 class HubService:
-    def __init__(self, state_dir, host="127.0.0.1", port=1883, community="demo", clock=time.time):
+    def __init__(self, state_dir, host="127.0.0.1", port=1883, community="demo", clock=time.time,
+                 device_rate=50.0, device_burst=400):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.key = HubKey.load_or_create(self.state_dir / "hub.pem")
@@ -30,6 +32,7 @@ class HubService:
         self.store = Store(self.state_dir / "hub.sqlite")
         self.ingest = Ingest(self.store, self.key, community, clock)
         self.community = community
+        self.budgets = DeviceBudgets(device_rate, device_burst)
         self.host, self.port = host, port
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker has granted every subscription
@@ -59,6 +62,10 @@ class HubService:
             self.subscribed.set()
 
     def _on_message(self, client, userdata, msg):
+        parts = msg.topic.split("/", 5)
+        if len(parts) > 4 and parts[3] == "dev" and not self.budgets.allow(parts[4]):
+            self.ingest.counts["rate_limited"] += 1
+            return
         for topic, payload in self.ingest.handle(msg.topic, msg.payload):
             client.publish(topic, payload, qos=0)
 
@@ -83,6 +90,10 @@ def add_arguments(p):
     p.add_argument("--state", required=True, help="the hub's directory: key, database")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL (mqtt://host:port)")
     p.add_argument("--community", default="demo")
+    p.add_argument("--device-rate", type=float, default=50.0, metavar="N",
+                   help="messages a second each device may send once its burst is spent (default 50)")
+    p.add_argument("--device-burst", type=int, default=400, metavar="N",
+                   help="messages a device may send at once, e.g. a journal's backlog (default 400)")
     p.add_argument("--register", action="append", default=[], metavar="FILE",
                    help="a device's COSE_Key (binary, or hex text) to accept messages from")
 
@@ -91,7 +102,8 @@ def run(args):
     url = urlparse(args.broker)
     if url.scheme != "mqtt":
         raise ValueError("--broker must be mqtt://host:port")
-    hub = HubService(args.state, url.hostname or "127.0.0.1", url.port or 1883, args.community)
+    hub = HubService(args.state, url.hostname or "127.0.0.1", url.port or 1883, args.community,
+                     device_rate=args.device_rate, device_burst=args.device_burst)
     for f in args.register:
         raw = Path(f).read_bytes()
         try:
