@@ -4,7 +4,12 @@ it once, acknowledge it (docs/protocol.md, "Delivery").
 Ingestion is idempotent on (device, seq): a message seen before is not
 stored again but is acknowledged again, because the device resends until
 an ACK reaches it. What fails a check is counted by reason and dropped
-without an answer."""
+without an answer.
+
+An ORDER whose interval's gate has closed (its interval_start <= now, or the
+interval already cleared) is acknowledged but not stored: counted
+`late_order`. Without the ACK the device's journal would resend it forever;
+with it the device drops an order no market will ever see."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from collections import Counter
 import cbor2
 
 from host_tools.hub.cose_es256 import Rejected, decode_cose_key, loads_exact, verify1
+from host_tools.hub.store import CLOSED
 
 VERSION = 1
 READING, ORDER, WITNESS, ACK = 1, 2, 6, 8
@@ -80,8 +86,14 @@ class Ingest:
             raise Rejected("time", f"ts {ts} is ahead of the hub's {int(now)}")
         if mtype != READING and ts < now - MAX_SKEW_S:
             raise Rejected("time", f"ts {ts} is too old")  # a reading may come from a backlog
-        stored = self.store.insert_message(kid, seq, mtype, ts, payload, time.time())
-        if stored is True:
+        gate_closed = False
+        if mtype == ORDER:
+            start = p[4] if len(p) > 4 else None
+            gate_closed = type(start) is int and start <= now  # docs/trading.md: the gate closes at the start
+        stored = self.store.insert_message(kid, seq, mtype, ts, payload, time.time(), gate_closed)
+        if stored is CLOSED:
+            self.counts["late_order"] += 1
+        elif stored is True:
             self.counts["accepted"] += 1
         elif cbor2.loads(stored).value[2] == body:
             # the same message; its signature may differ (a secure element's

@@ -1,7 +1,8 @@
-"""`pgw hub`: the ingest loop on an MQTT broker, with paho-mqtt.
+"""`pgw hub`: the ingest loop on an MQTT broker, with paho-mqtt, and the
+rounds (market, settlement, ledger) on a timer thread when given a market.
 
     pgw hub --state DIR [--broker mqtt://127.0.0.1:1883] [--community demo]
-            [--register FILE.cose ...]
+            [--register FILE.cose ...] [--market FILE.json]
 
 The hub's key is DIR/hub.pem (made on first start); its COSE_Key is
 published retained on pgw/1/<community>/hub/key and written to
@@ -9,6 +10,7 @@ DIR/hub.cose for provisioning devices."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ import paho.mqtt.client as mqtt
 from host_tools.hub.cose_es256 import HubKey
 from host_tools.hub.ingest import Ingest
 from host_tools.hub.ratelimit import DeviceBudgets
+from host_tools.hub.rounds import Rounds
 from host_tools.hub.store import Store
 
 
@@ -32,7 +35,11 @@ class HubService:
         self.store = Store(self.state_dir / "hub.sqlite")
         self.ingest = Ingest(self.store, self.key, community, clock)
         self.community = community
+        self.clock = clock
         self.budgets = DeviceBudgets(device_rate, device_burst)
+        self.rounds = None  # the market, settlement and ledger: run_rounds()
+        self._stop = threading.Event()
+        self._round_thread = None
         self.host, self.port = host, port
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker has granted every subscription
@@ -69,12 +76,39 @@ class HubService:
         for topic, payload in self.ingest.handle(msg.topic, msg.payload):
             client.publish(topic, payload, qos=0)
 
+    def run_rounds(self, households, *, period_s=0.25, **kw):
+        """Run the market, settlement and ledger (host_tools/hub/rounds.py)
+        for these households: kid -> {grid_meter, max_import_w, max_export_w,
+        retail_price, feed_in_price}; kw as Rounds takes them. A thread ticks
+        every `period_s` of wall time, so TRADEs leave well within 1 s of
+        gate closure even on an accelerated clock."""
+        self.rounds = Rounds(self.store, self.key, self.community, households, **kw)
+        self._round_thread = threading.Thread(target=self._tick_rounds, args=(period_s,), name="pgw-hub-rounds",
+                                              daemon=True)
+        self._round_thread.start()
+        return self.rounds
+
+    def _tick_rounds(self, period_s):
+        while not self._stop.is_set():
+            try:
+                out = self.rounds.tick(self.clock())
+            except Exception as e:  # a bad round must not stop the next ones; counted, and said
+                self.rounds.counts["tick_failed"] += 1
+                print(f"pgw hub: round failed: {type(e).__name__}: {e}", flush=True)
+                out = []
+            for topic, payload in out:
+                self.client.publish(topic, payload, qos=1)
+            self._stop.wait(period_s)
+
     def start(self):
         self.client.connect_async(self.host, self.port, keepalive=10)
         self.client.loop_start()
         return self
 
     def stop(self):
+        self._stop.set()
+        if self._round_thread is not None:
+            self._round_thread.join(10)
         self.client.disconnect()
         self.client.loop_stop()
         self.store.close()
@@ -86,6 +120,26 @@ class HubService:
         self.stop()
 
 
+def load_market(path):
+    """A market file (docs/hub.md, "Running the market") -> (households, Rounds keywords)."""
+    doc = json.loads(Path(path).read_text())
+    if not isinstance(doc, dict) or not isinstance(doc.get("households"), dict):
+        raise ValueError(f"{path}: a JSON object with a 'households' object")
+    defaults = doc.get("defaults", {})
+    households = {}
+    for kid_hex, h in doc["households"].items():
+        try:
+            kid = bytes.fromhex(kid_hex)
+        except ValueError:
+            raise ValueError(f"{path}: household {kid_hex!r} is not a kid in hex") from None
+        row = dict(defaults, **(h or {}))
+        meter = row.get("grid_meter")
+        row["grid_meter"] = meter.encode() if isinstance(meter, str) else meter
+        households[kid] = row
+    kw = {k: doc[k] for k in ("feeder_wh", "interval_min", "settle_after_s", "committee_size") if k in doc}
+    return households, kw
+
+
 def add_arguments(p):
     p.add_argument("--state", required=True, help="the hub's directory: key, database")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL (mqtt://host:port)")
@@ -94,6 +148,8 @@ def add_arguments(p):
                    help="messages a second each device may send once its burst is spent (default 50)")
     p.add_argument("--device-burst", type=int, default=400, metavar="N",
                    help="messages a device may send at once, e.g. a journal's backlog (default 400)")
+    p.add_argument("--market", metavar="FILE",
+                   help="run the market, settlement and ledger for the households in this JSON file")
     p.add_argument("--register", action="append", default=[], metavar="FILE",
                    help="a device's COSE_Key (binary, or hex text) to accept messages from")
 
@@ -111,11 +167,15 @@ def run(args):
         except (UnicodeDecodeError, ValueError):
             pass
         print("registered", hub.ingest.register(raw).hex())
+    if args.market:
+        households, kw = load_market(args.market)
+        hub.run_rounds(households, **kw)
+        print(f"pgw hub: market for {len(households)} households", flush=True)
     hub.start()
     print(f"pgw hub: {args.community} on {args.broker}, kid {hub.key.kid.hex()}, state {args.state}", flush=True)
     try:
         while True:
             time.sleep(10)
-            print("pgw hub:", dict(hub.ingest.counts), flush=True)
+            print("pgw hub:", dict(hub.ingest.counts), dict(hub.rounds.counts) if hub.rounds else "", flush=True)
     finally:
         hub.stop()

@@ -1,12 +1,21 @@
-"""The hub's SQLite database: device keys, accepted messages, the hub's own
-sequence counter. WAL mode; every commit is synchronous=FULL, so a hub
-killed at any moment has either stored a message (and may ACK it) or not."""
+"""The hub's SQLite database: device keys, every signed message (the
+devices' and the hub's own TRADEs, SETTLEMENTs and BLOCKs), the hub's
+sequence counter, and the rounds of the market and the ledger. WAL mode;
+every commit is synchronous=FULL, so a hub killed at any moment has either
+stored a message (and may ACK it) or not, and a step of a round
+(`transaction()`) is either all there or not there at all."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+
+import cbor2
+
+READING, ORDER, WITNESS = 1, 2, 6
+CLOSED = "closed"  # insert_message: an ORDER for an interval whose gate has closed
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -27,21 +36,134 @@ CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS trades (
+    trade_id INTEGER PRIMARY KEY,
+    interval_start INTEGER NOT NULL,
+    seller BLOB NOT NULL,
+    seller_seq INTEGER NOT NULL,
+    buyer BLOB NOT NULL,
+    buyer_seq INTEGER NOT NULL,
+    energy_wh INTEGER NOT NULL,
+    price INTEGER NOT NULL,
+    msg_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settlements (
+    trade_id INTEGER PRIMARY KEY,
+    delivered_wh INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT,
+    msg_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS postings (
+    trade_id INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    account BLOB NOT NULL,
+    tokens INTEGER NOT NULL,
+    why TEXT NOT NULL,
+    PRIMARY KEY (trade_id, n)
+);
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    interval_start INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    msg_seq INTEGER NOT NULL,
+    entries INTEGER NOT NULL,
+    committee BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    interval_start INTEGER PRIMARY KEY,
+    cleared INTEGER NOT NULL DEFAULT 0,
+    settled INTEGER NOT NULL DEFAULT 0,
+    height INTEGER,
+    trades_sent INTEGER NOT NULL DEFAULT 0,
+    close_sent INTEGER NOT NULL DEFAULT 0
+);
 """
+
+# Columns added to `messages` after its first release, filled from the payload
+# so the rounds can find a message without decoding them all:
+# height: the block the entry went into (NULL: none yet, -1: never, unparsable);
+# interval_start: an ORDER's traded interval; meter: a READING's meter serial;
+# witnessed_height: a WITNESS's block height.
+NEW_COLUMNS = (("height", "INTEGER"), ("interval_start", "INTEGER"), ("meter", "BLOB"),
+               ("witnessed_height", "INTEGER"))
+
+INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_by_height ON messages (height, type);
+CREATE INDEX IF NOT EXISTS messages_by_interval ON messages (type, interval_start);
+CREATE INDEX IF NOT EXISTS messages_by_meter ON messages (kid, type, meter, ts);
+CREATE INDEX IF NOT EXISTS messages_by_witnessed ON messages (type, witnessed_height);
+CREATE INDEX IF NOT EXISTS trades_by_interval ON trades (interval_start);
+"""
+
+
+def payload_of(data):
+    """A stored COSE_Sign1's payload array, or None (ingest checked its shape)."""
+    try:
+        p = cbor2.loads(cbor2.loads(data).value[2])
+    except Exception:  # cbor2 raises many kinds; stored messages passed ingest's checks
+        return None
+    return p if isinstance(p, list) else None
+
+
+def index_fields(mtype, payload):
+    """-> (interval_start, meter, witnessed_height) for the indexed columns."""
+    def field(i, kind):
+        v = payload[i] if payload is not None and len(payload) > i else None
+        return v if type(v) is kind else None  # type(): a bool is no height
+    if mtype == ORDER:
+        return field(4, int), None, None
+    if mtype == READING:
+        return None, field(10, bytes), None
+    if mtype == WITNESS:
+        return None, None, field(4, int)
+    return None, None, None
 
 
 class Store:
     def __init__(self, path: Path | str):
         self.path = str(path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a step holds it for its transaction and its seqs
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._migrate()
+        self.db.executescript(INDEXES)
+
+    def _migrate(self):
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(messages)")}
+        added = [name for name, _ in NEW_COLUMNS if name not in have]
+        if not added:
+            return
+        with self.transaction() as db:
+            for name, kind in NEW_COLUMNS:
+                if name in added:
+                    db.execute(f"ALTER TABLE messages ADD COLUMN {name} {kind}")
+            # a database from before the rounds: index what it holds once
+            rows = db.execute("SELECT kid, seq, type, data FROM messages WHERE type IN (?, ?, ?)",
+                              (READING, ORDER, WITNESS)).fetchall()
+            for kid, seq, mtype, data in rows:
+                db.execute("UPDATE messages SET interval_start = ?, meter = ?, witnessed_height = ?"
+                           " WHERE kid = ? AND seq = ?", (*index_fields(mtype, payload_of(data)), kid, seq))
 
     def close(self):
         with self._lock:
             self.db.close()
+
+    @contextmanager
+    def transaction(self):
+        """One step written whole or not at all: BEGIN IMMEDIATE ... COMMIT,
+        ROLLBACK on any exception. Yields the connection."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     # ---- device keys ----
 
@@ -56,14 +178,23 @@ class Store:
 
     # ---- messages ----
 
-    def insert_message(self, kid, seq, mtype, ts, data, received) -> bool | bytes:
-        """True when stored now; the stored bytes when (kid, seq) was there already."""
+    def insert_message(self, kid, seq, mtype, ts, data, received, gate_closed=False) -> bool | bytes | str:
+        """True when stored now; the stored bytes when (kid, seq) was there
+        already; CLOSED (not stored) for a new ORDER when `gate_closed` or its
+        interval has been cleared. The check and the insert share the lock
+        with the clearing step, so an ORDER is either in its market or refused."""
+        payload = payload_of(data)
+        interval_start, meter, witnessed = index_fields(mtype, payload)
         with self._lock:
             row = self.db.execute("SELECT data FROM messages WHERE kid = ? AND seq = ?", (kid, seq)).fetchone()
             if row is not None:
                 return bytes(row[0])
-            self.db.execute("INSERT INTO messages (kid, seq, type, ts, data, received) VALUES (?, ?, ?, ?, ?, ?)",
-                            (kid, seq, mtype, ts, data, received))
+            if mtype == ORDER and interval_start is not None and (gate_closed or self.db.execute(
+                    "SELECT 1 FROM rounds WHERE interval_start = ? AND cleared", (interval_start,)).fetchone()):
+                return CLOSED
+            self.db.execute("INSERT INTO messages (kid, seq, type, ts, data, received, interval_start, meter,"
+                            " witnessed_height) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (kid, seq, mtype, ts, data, received, interval_start, meter, witnessed))
             return True
 
     def messages(self, kid=None, mtype=None):
@@ -80,13 +211,27 @@ class Store:
         with self._lock:
             return self.db.execute(q + " ORDER BY kid, seq", args).fetchall()
 
-    # ---- the hub's own seq ----
+    def query(self, sql, args=()):
+        """Read-only rows for the rounds and the status API."""
+        with self._lock:
+            return self.db.execute(sql, args).fetchall()
+
+    # ---- counters in meta ----
 
     def next_seq(self) -> int:
+        with self.transaction() as db:
+            return self.take(db, "seq")
+
+    @staticmethod
+    def take(db, name, count=1) -> int:
+        """Inside a transaction: reserve `count` numbers of counter `name`
+        (the hub's seq, trade ids) -> the first. Rolled back with the step."""
+        row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        first = (row[0] if row else 0) + 1
+        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, first + count - 1))
+        return first
+
+    def meta(self, name, default=None):
         with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            row = self.db.execute("SELECT value FROM meta WHERE name = 'seq'").fetchone()
-            seq = (row[0] if row else 0) + 1
-            self.db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('seq', ?)", (seq,))
-            self.db.execute("COMMIT")
-            return seq
+            row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else default
