@@ -19,13 +19,12 @@ Pure: bytes and plain values in, bytes and plain values out.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import cbor2
 
-from host_tools.hub.cose_es256 import MAX_MESSAGE, TAG_SIGN1, Rejected, kid_of, verify1
+from host_tools.hub.cose_es256 import MAX_MESSAGE, TAG_SIGN1, Rejected, kid_of, loads_exact, verify1
 
 VERSION = 1
 READING, ORDER, TRADE, SETTLEMENT, BLOCK = 1, 2, 3, 4, 5
@@ -148,15 +147,11 @@ class Entry(NamedTuple):
 
 
 def _decode_one(data):
-    # exactly one CBOR item: cbor2.loads ignores trailing bytes, an entry may not
-    fp = io.BytesIO(data)
+    # exactly one CBOR item: an entry may not carry bytes after its message
     try:
-        item = cbor2.CBORDecoder(fp).decode()
+        return loads_exact(data)
     except Exception as e:  # cbor2 raises many kinds on malformed input
-        raise LedgerError("entry", f"not CBOR: {type(e).__name__}") from None
-    if fp.tell() != len(data):
-        raise LedgerError("entry", f"{len(data) - fp.tell()} bytes after the message")
-    return item
+        raise LedgerError("entry", f"not one CBOR item: {type(e).__name__}: {e}") from None
 
 
 def _open_envelope(data):
