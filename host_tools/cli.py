@@ -107,6 +107,18 @@ def _hub(args):
     return run(args)
 
 
+def _ledger_args(p):
+    from host_tools.hub.audit import add_arguments
+
+    add_arguments(p)
+
+
+def _ledger(args):
+    from host_tools.hub.audit import run
+
+    return run(args)
+
+
 COMMANDS = {
     "vboard": (_vboard_args, _vboard, "run a virtual board: the firmware on MicroPython behind a pty"),
     "gpio": (_gpio_args, _gpio, "watch a virtual board's GPIO channel and set its inputs"),
@@ -114,6 +126,7 @@ COMMANDS = {
     "console": (_console_args, _console, "technician console on a board's USB serial"),
     "sim": (_sim_args, _sim, "meter simulators for tests and the demo: sim dlms | sim modbus"),
     "hub": (_hub_args, _hub, "the neighbourhood hub: checks, stores and acknowledges the gateways' messages"),
+    "ledger": (_ledger_args, _ledger, "audit the hub's ledger: ledger verify DB | ledger export DB --out FILE"),
 }
 
 
