@@ -206,6 +206,18 @@ def bench_hub_ingest(results):
         r["broker_raw_msgs_per_s"], "1/s", "the same publishers and messages to one paho subscriber, no hub (peer)")
 
 
+def bench_ledger_verify(results):
+    # Issue 6: pgw ledger verify over a real hub database, and over its export.
+    from bench.ledger_verify import run
+
+    r = run()
+    results["ledger_verify_blocks_per_s"] = metric(
+        r["ledger_verify_blocks_per_s"], "1/s", "host_tools/hub/audit.verify_db (signatures, chain, membership, "
+        "committees, quorums, settlement re-run): " + r["how"])
+    results["ledger_verify_export_blocks_per_s"] = metric(
+        r["ledger_verify_export_blocks_per_s"], "1/s", "verify_export over the same ledger's pgw-ledger/1 export")
+
+
 def metric(value, unit, how):
     return {"value": value, "unit": unit, "how": how}
 
@@ -224,6 +236,7 @@ def main(argv=None):
     bench_es256(results)
     bench_market(results)
     bench_hub_ingest(results)
+    bench_ledger_verify(results)
     bench_gateway_heap(results)
     doc = {
         "machine": {"python": platform.python_version(), "platform": platform.platform(),

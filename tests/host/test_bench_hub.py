@@ -1,6 +1,7 @@
-"""bench/hub_ingest.py on a small flood: every signed READING reaches the
-subscriber and is accepted by the hub (run() raises otherwise), and both
-rates come out. The rates themselves belong to `make bench`."""
+"""bench/hub_ingest.py and bench/ledger_verify.py on small inputs. A small
+flood: every signed READING reaches the subscriber and is accepted by the
+hub (run() raises otherwise). A small ledger: it verifies, as a database
+and as an export. The rates themselves belong to `make bench`."""
 
 import sys
 from pathlib import Path
@@ -33,3 +34,11 @@ def test_the_readings_are_ones_the_hub_takes(tmp_path):
         assert sorted(row[1] for row in store.messages()) == [1, 1, 1, 2, 2, 2]
     finally:
         store.close()
+
+
+def test_the_ledger_bench_builds_a_ledger_that_verifies():
+    from bench import ledger_verify
+
+    r = ledger_verify.run(households=6, intervals=2)  # raises unless verify_db and verify_export pass
+    assert r["ledger_verify_blocks_per_s"] > 0 and r["ledger_verify_export_blocks_per_s"] > 0
+    assert r["how"].startswith("3 blocks of 6 households")
