@@ -150,6 +150,8 @@ def add_arguments(p):
                    help="messages a device may send at once, e.g. a journal's backlog (default 400)")
     p.add_argument("--market", metavar="FILE",
                    help="run the market, settlement and ledger for the households in this JSON file")
+    p.add_argument("--api", type=int, metavar="PORT",
+                   help="serve the read-only status API on 127.0.0.1:PORT (docs/hub.md, \"Status API\")")
     p.add_argument("--register", action="append", default=[], metavar="FILE",
                    help="a device's COSE_Key (binary, or hex text) to accept messages from")
 
@@ -172,10 +174,18 @@ def run(args):
         hub.run_rounds(households, **kw)
         print(f"pgw hub: market for {len(households)} households", flush=True)
     hub.start()
+    api = None
+    if args.api is not None:
+        from host_tools.hub.api import StatusAPI
+
+        api = StatusAPI(hub, port=args.api).start()
+        print(f"pgw hub: status API on {api.url}/api/status", flush=True)
     print(f"pgw hub: {args.community} on {args.broker}, kid {hub.key.kid.hex()}, state {args.state}", flush=True)
     try:
         while True:
             time.sleep(10)
             print("pgw hub:", dict(hub.ingest.counts), dict(hub.rounds.counts) if hub.rounds else "", flush=True)
     finally:
+        if api is not None:
+            api.close()
         hub.stop()

@@ -147,9 +147,51 @@ def test_orders_trades_settlements_block_and_witnesses(broker, tmp_path):
         dev.collect(lambda got: len(of_type(got, m.ACK)) >= 2)
         assert hub.rounds.finality(0).final
         assert hub.rounds.balances() == {SELLER.kid: 140000, BUYER.kid: -140000}
+        check_status_api(hub)
     finally:
         dev.close()
         hub.stop()
+
+
+def get(url):
+    """-> (HTTP status, decoded JSON)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url[1], method=url[0]) if isinstance(url, tuple) else url
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def check_status_api(hub):
+    """The read-only API tells what the round did (docs/hub.md, "Status API")."""
+    from host_tools.hub.api import StatusAPI
+
+    api = StatusAPI(hub).start()
+    try:
+        code, status = get(api.url + "/api/status")
+        assert code == 200 and status["community"] == "live" and status["ingest"]["accepted"] == 6  # 2 ORDERs, 2 READINGs, 2 WITNESSes
+        blocks = status["rounds"]["blocks"]
+        assert blocks[-1]["height"] == 0 and blocks[-1]["state"] == "final", blocks
+        assert status["rounds"]["balances"] == {SELLER.kid.hex(): 140000, BUYER.kid.hex(): -140000}
+        code, trades = get(api.url + "/api/trades?limit=5")
+        assert code == 200 and [(t["energy_wh"], t["price"], t["delivered_wh"], t["amount"], t["status"])
+                                for t in trades] == [(800, 175000, 800, 140000, 0)]
+        code, devices = get(api.url + "/api/devices")
+        assert sorted(d["kid"] for d in devices) == sorted((SELLER.kid.hex(), BUYER.kid.hex()))
+        assert {d["kid"]: d["last_reading"]["export_wh"] for d in devices}[SELLER.kid.hex()] == 800
+        code, book = get(api.url + "/api/orders")
+        assert code == 200 and book["bids"]["orders"] == book["asks"]["orders"] == 0  # the next gate's book is empty
+        assert get(api.url + "/api/trades?limit=x")[0] == 400
+        assert get(api.url + "/api/trades?limit=501")[0] == 400
+        assert get(api.url + "/nothing")[0] == 404
+        assert get(("POST", api.url + "/api/status"))[0] == 405  # read-only
+    finally:
+        api.close()
 
 
 def test_the_market_file_fills_households_from_its_defaults(tmp_path):
