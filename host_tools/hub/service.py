@@ -150,6 +150,10 @@ def add_arguments(p):
                    help="messages a device may send at once, e.g. a journal's backlog (default 400)")
     p.add_argument("--market", metavar="FILE",
                    help="run the market, settlement and ledger for the households in this JSON file")
+    p.add_argument("--clock-start", type=int, metavar="UNIX",
+                   help="simulation: the hub's clock starts at this unix time (with --clock-rate)")
+    p.add_argument("--clock-rate", type=float, default=1.0, metavar="N",
+                   help="simulation: the hub's clock runs N times faster than real time (default 1)")
     p.add_argument("--api", type=int, metavar="PORT",
                    help="serve the read-only status API on 127.0.0.1:PORT (docs/hub.md, \"Status API\")")
     p.add_argument("--register", action="append", default=[], metavar="FILE",
@@ -160,7 +164,15 @@ def run(args):
     url = urlparse(args.broker)
     if url.scheme != "mqtt":
         raise ValueError("--broker must be mqtt://host:port")
-    hub = HubService(args.state, url.hostname or "127.0.0.1", url.port or 1883, args.community,
+    clock = time.time
+    if args.clock_start is not None or args.clock_rate != 1.0:
+        import datetime
+
+        from host_tools.sim.household import Clock
+
+        start = args.clock_start if args.clock_start is not None else time.time()
+        clock = Clock(datetime.datetime.fromtimestamp(start, datetime.timezone.utc), args.clock_rate).timestamp
+    hub = HubService(args.state, url.hostname or "127.0.0.1", url.port or 1883, args.community, clock=clock,
                      device_rate=args.device_rate, device_burst=args.device_burst)
     for f in args.register:
         raw = Path(f).read_bytes()
