@@ -5,19 +5,39 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench fuzz soak venv clean ensure-broker
+.PHONY: test demo bench fuzz soak hub-soak venv clean ensure-broker ensure-chromium
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,sim,broker]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,sim,broker,demo]'
 	touch $@
 
 # An MQTT broker for tests and the demo: as root on Debian (CI) this installs
 # Mosquitto with apt-get; elsewhere the embedded amqtt is used (docs/broker.md).
 ensure-broker: $(STAMP)
 	$(PY) -m host_tools.broker --ensure
+
+# Chromium for the dashboard's test (tests/host/test_dashboard.py): as root on
+# Debian (CI) this installs it with apt-get; elsewhere, without one on PATH,
+# it says so and that test is skipped. Not a prerequisite of `test`: CI runs
+# it first, so the install's minute or two does not count against the tests.
+CHROMIUMS := chromium chromium-browser google-chrome
+ensure-chromium:
+	@found=$$(for c in $(CHROMIUMS); do command -v $$c && break; done); \
+	if [ -n "$$found" ]; then \
+		echo "ensure-chromium: $$found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -e /etc/debian_version ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		echo "ensure-chromium: apt-get install -y chromium"; \
+		apt-get install -y -q chromium >/dev/null \
+			|| { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+			|| { echo "ensure-chromium: apt-get could not install chromium" >&2; exit 1; }; \
+	else \
+		echo "ensure-chromium: no Chromium ($(CHROMIUMS)) and no root apt-get:" \
+			"tests/host/test_dashboard.py's browser tests will be skipped"; \
+	fi
 
 test: $(STAMP) ensure-broker
 	$(PY) -m pytest tests
@@ -41,3 +61,8 @@ fuzz: $(STAMP)
 # about 12 minutes (docs/testing.md).
 soak: $(STAMP) ensure-broker
 	PGW_SOAK=1 $(PY) -m pytest tests/e2e/test_gateway_day.py
+
+# The hub killed with SIGKILL 200 times instead of the 15 of `make test`
+# (tests/host/test_hub_kills.py, docs/hub.md): about 90 s.
+hub-soak: $(STAMP) ensure-broker
+	PGW_HUB_SOAK=1 $(PY) -m pytest -s tests/host/test_hub_kills.py

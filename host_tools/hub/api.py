@@ -5,6 +5,8 @@
     GET /api/orders    the order book of the next gate: Wh and price range a side
     GET /api/trades    the latest trades (?limit=N, at most 500) with settlements
     GET /api/devices   per registered device: messages, last seen, last reading
+    GET / , /dashboard the neighbourhood dashboard: dashboard.html, a static
+                       page that polls the four endpoints above
 
 Everything is read from the hub's database and counters; nothing here can
 change them (any other method is 405). The server binds to loopback unless
@@ -15,11 +17,16 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from host_tools.hub.store import READING, payload_of
 
 MAX_TRADES = 500
+DASHBOARD = Path(__file__).with_name("dashboard.html")
+# The page loads nothing from elsewhere and talks only to this server.
+DASHBOARD_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                 "connect-src 'self'; base-uri 'none'; form-action 'none'")
 
 
 def order_book(rounds, start):
@@ -113,6 +120,8 @@ class StatusAPI:
     def _get(self, req):
         url = urlparse(req.path)
         hub = self.hub
+        if url.path in ("/", "/dashboard"):
+            return self._send_dashboard(req)
         try:
             if url.path == "/api/status":
                 body = self.status()
@@ -136,6 +145,21 @@ class StatusAPI:
         except Exception as e:  # a bad row must not take the API down; say what failed
             return self._send(req, 500, {"error": f"{type(e).__name__}: {e}"})
         self._send(req, 200, body)
+
+    @staticmethod
+    def _send_dashboard(req):
+        try:
+            data = DASHBOARD.read_bytes()  # read each time: a small file, fetched once per open page
+        except OSError as e:
+            return StatusAPI._send(req, 404, {"error": f"no dashboard: {e.strerror}"})
+        req.send_response(200)
+        req.send_header("Content-Type", "text/html; charset=utf-8")
+        req.send_header("Content-Length", str(len(data)))
+        req.send_header("Cache-Control", "no-store")
+        req.send_header("Content-Security-Policy", DASHBOARD_CSP)
+        req.send_header("X-Content-Type-Options", "nosniff")
+        req.end_headers()
+        req.wfile.write(data)
 
     @staticmethod
     def _send(req, code, body):

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 
 from host_tools.hub.cose_es256 import HubKey
-from host_tools.hub.ingest import Ingest
+from host_tools.hub.ingest import MAX_SKEW_S, Ingest
 from host_tools.hub.ratelimit import DeviceBudgets
 from host_tools.hub.rounds import Rounds
 from host_tools.hub.store import Store
@@ -27,13 +27,13 @@ from host_tools.hub.store import Store
 
 class HubService:
     def __init__(self, state_dir, host="127.0.0.1", port=1883, community="demo", clock=time.time,
-                 device_rate=50.0, device_burst=400):
+                 device_rate=50.0, device_burst=400, max_skew_s=MAX_SKEW_S):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.key = HubKey.load_or_create(self.state_dir / "hub.pem")
         (self.state_dir / "hub.cose").write_bytes(self.key.cose_key())
         self.store = Store(self.state_dir / "hub.sqlite")
-        self.ingest = Ingest(self.store, self.key, community, clock)
+        self.ingest = Ingest(self.store, self.key, community, clock, max_skew_s)
         self.community = community
         self.clock = clock
         self.budgets = DeviceBudgets(device_rate, device_burst)
@@ -173,7 +173,8 @@ def run(args):
         start = args.clock_start if args.clock_start is not None else time.time()
         clock = Clock(datetime.datetime.fromtimestamp(start, datetime.timezone.utc), args.clock_rate).timestamp
     hub = HubService(args.state, url.hostname or "127.0.0.1", url.port or 1883, args.community, clock=clock,
-                     device_rate=args.device_rate, device_burst=args.device_burst)
+                     device_rate=args.device_rate, device_burst=args.device_burst,
+                     max_skew_s=MAX_SKEW_S + int(5 * max(0.0, args.clock_rate - 1)))
     for f in args.register:
         raw = Path(f).read_bytes()
         try:
