@@ -147,9 +147,13 @@ def _witness_states(report, table, height, block_hash, members, witnesses):
 
 def _read_tables(path):
     uri = "file:" + str(Path(path).resolve()) + "?mode=ro"
-    db = sqlite3.connect(uri, uri=True)
+    db = sqlite3.connect(uri, uri=True, isolation_level=None)
     try:
         db.execute("PRAGMA query_only=1")
+        # one read transaction: every table from the same snapshot, even while
+        # a running hub commits (WAL); otherwise a block could be read without
+        # the BLOCK message committed with it
+        db.execute("BEGIN")
         q = lambda sql: db.execute(sql).fetchall()  # noqa: E731
         return {
             "devices": q("SELECT kid, cose_key FROM devices ORDER BY kid"),

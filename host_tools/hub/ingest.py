@@ -13,8 +13,10 @@ with it the device drops an order no market will ever see."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
+from typing import NamedTuple
 
 import cbor2
 
@@ -31,6 +33,17 @@ def device_topic(community, kid, leaf):
     return f"pgw/1/{community}/dev/{kid.hex()}/{leaf}"
 
 
+class DeviceMessage(NamedTuple):
+    """A message that passed the checks, ready to be stored."""
+    kid: bytes
+    seq: int
+    mtype: int
+    ts: int
+    data: bytes  # the COSE_Sign1 as received: what is stored
+    body: bytes  # its signed payload: what tells a duplicate from a conflict
+    gate_closed: bool  # an ORDER whose interval had started by the hub's clock
+
+
 class Ingest:
     """clock() -> the hub's unix time (a simulation may run it faster)."""
 
@@ -43,6 +56,7 @@ class Ingest:
         self.community = community
         self.clock = clock
         self.counts = Counter()
+        self._counting = threading.Lock()  # check() may run in several threads at once
         self._keys = {}
         for kid, cose_key, _ in store.devices():
             self._keys[bytes(kid)] = decode_cose_key(bytes(cose_key))[1]
@@ -58,13 +72,24 @@ class Ingest:
 
     def handle(self, topic: str, payload: bytes):
         """-> list of (topic, payload) to publish (the ACK), maybe empty."""
-        try:
-            return self._handle(topic, payload)
-        except Rejected as e:
-            self.counts["rejected_" + e.reason] += 1
-            return []
+        return self.handle_batch([(topic, payload)])
 
-    def _handle(self, topic, payload):
+    def handle_batch(self, messages):
+        """[(topic, payload)] -> the ACKs to publish, in the order given:
+        every message checked, the good ones stored with one commit."""
+        return self.commit([m for m in (self.check(t, p) for t, p in messages) if m is not None])
+
+    def check(self, topic: str, payload: bytes):
+        """Steps 1-4 of docs/hub.md, no database -> a DeviceMessage, or None
+        when refused (counted by reason). Safe in another thread than commit()."""
+        try:
+            return self._check(topic, payload)
+        except Rejected as e:
+            with self._counting:
+                self.counts["rejected_" + e.reason] += 1
+            return None
+
+    def _check(self, topic, payload):
         parts = topic.split("/")
         if len(parts) != 6 or parts[:2] != ["pgw", "1"] or parts[2] != self.community or parts[3] != "dev":
             raise Rejected("topic", topic)
@@ -92,21 +117,50 @@ class Ingest:
         gate_closed = False
         if mtype == ORDER:
             start = p[4] if len(p) > 4 else None
-            gate_closed = type(start) is int and start <= now  # docs/trading.md: the gate closes at the start
-        stored = self.store.insert_message(kid, seq, mtype, ts, payload, time.time(), gate_closed)
-        if stored is CLOSED:
-            self.counts["late_order"] += 1
-        elif stored is True:
-            self.counts["accepted"] += 1
-        elif cbor2.loads(stored).value[2] == body:
-            # the same message; its signature may differ (a secure element's
-            # nonces are random), the content may not
-            self.counts["duplicate"] += 1
-        else:
-            # the same seq with other content: never ours to pick; no ACK
-            raise Rejected("conflict", f"{kid.hex()} seq {seq} was stored with other bytes")
-        return [(device_topic(self.community, kid, "in"), self.ack(kid, seq))]
+            # docs/trading.md: the gate closes at the start. Read before the
+            # insert; the rounds' `cleared` mark, checked under the lock, decides
+            gate_closed = type(start) is int and start <= now
+        return DeviceMessage(kid, seq, mtype, ts, payload, body, gate_closed)
+
+    def commit(self, messages):
+        """Checked DeviceMessages -> the ACKs to publish, in the order given.
+        All are inserted in one transaction that also reserves the ACKs'
+        hub seqs; the ACKs are signed only after that one commit, so an ACK
+        never leaves for a message that is not durably stored."""
+        if not messages:
+            return []
+        received = time.time()
+        outcomes = []  # counted after the commit: a rolled-back batch counts nothing
+        with self.store.transaction() as db:
+            results = self.store.insert_messages(
+                [(m.kid, m.seq, m.mtype, m.ts, m.data, received, m.gate_closed) for m in messages])
+            for msg, stored in zip(messages, results):
+                if stored is CLOSED:
+                    outcomes.append("late_order")
+                elif stored is True:
+                    outcomes.append("accepted")
+                elif cbor2.loads(stored).value[2] == msg.body:
+                    # the same message; its signature may differ (a secure element's
+                    # nonces are random), the content may not
+                    outcomes.append("duplicate")
+                else:
+                    # the same seq with other content: never ours to pick; no ACK
+                    outcomes.append("rejected_conflict")
+            acks = sum(o != "rejected_conflict" for o in outcomes)
+            first_seq = self.store.take(db, "seq", acks) if acks else 0
+        with self._counting:
+            self.counts.update(outcomes)
+        now = int(self.clock())
+        out = []
+        for msg, outcome in zip(messages, outcomes):
+            if outcome != "rejected_conflict":
+                out.append((device_topic(self.community, msg.kid, "in"), self._ack(first_seq, now, msg.kid, msg.seq)))
+                first_seq += 1
+        return out
 
     def ack(self, kid, seq):
-        payload = cbor2.dumps([VERSION, ACK, self.store.next_seq(), int(self.clock()), kid, seq])
-        return self.key.sign1(payload)
+        """A signed ACK with a hub seq of its own (one commit)."""
+        return self._ack(self.store.next_seq(), int(self.clock()), kid, seq)
+
+    def _ack(self, hub_seq, now, kid, seq):
+        return self.key.sign1(cbor2.dumps([VERSION, ACK, hub_seq, now, kid, seq]))

@@ -11,8 +11,10 @@ DIR/hub.cose for provisioning devices."""
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,6 +25,11 @@ from host_tools.hub.ingest import MAX_SKEW_S, Ingest
 from host_tools.hub.ratelimit import DeviceBudgets
 from host_tools.hub.rounds import Rounds
 from host_tools.hub.store import Store
+
+MAX_BATCH = 500  # messages in one commit: bounds the time the rounds wait for the store's lock
+INBOX = 5000  # received messages waiting to be checked
+CHECKED = 8  # checked batches waiting for the writer
+PARALLEL_FROM = 8  # a batch this long is checked in two halves at once (OpenSSL verifies without the GIL)
 
 
 class HubService:
@@ -40,6 +47,10 @@ class HubService:
         self.rounds = None  # the market, settlement and ledger: run_rounds()
         self._stop = threading.Event()
         self._round_thread = None
+        self._inbox = queue.Queue(INBOX)  # (topic, payload) as received; None: stop
+        self._checked = queue.Queue(CHECKED)  # lists of DeviceMessages, in arrival order; None: stop
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="pgw-hub-check-half")
+        self._checker = self._writer = None
         self.host, self.port = host, port
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker has granted every subscription
@@ -73,8 +84,75 @@ class HubService:
         if len(parts) > 4 and parts[3] == "dev" and not self.budgets.allow(parts[4]):
             self.ingest.counts["rate_limited"] += 1
             return
-        for topic, payload in self.ingest.handle(msg.topic, msg.payload):
-            client.publish(topic, payload, qos=0)
+        if not self._put(self._inbox, (msg.topic, msg.payload)):
+            self.ingest.counts["shutdown_unacked"] += 1  # stopping: no ACK, so the device resends
+
+    def _put(self, q, item):
+        """A full queue holds up this thread, and so paho's, and so the
+        broker's delivery: memory stays bounded and nothing is dropped,
+        unless the hub is stopping -> False."""
+        while True:
+            try:
+                q.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                if self._stop.is_set():
+                    return False
+
+    @staticmethod
+    def _take(q):
+        """-> (up to MAX_BATCH items: what has queued up, at least one;
+        whether None, the end, was taken)."""
+        batch = [q.get()]
+        while batch[-1] is not None and len(batch) < MAX_BATCH:
+            try:
+                batch.append(q.get_nowait())
+            except queue.Empty:
+                break
+        if batch[-1] is None:
+            return batch[:-1], True
+        return batch, False
+
+    def _check_messages(self):
+        """The checker thread: the signatures and fields of what has arrived,
+        half of a long batch in the helper thread, order kept."""
+        def check(part):
+            return [m for m in (self.ingest.check(t, p) for t, p in part) if m is not None]
+        done = False
+        while not done:
+            batch, done = self._take(self._inbox)
+            try:
+                if len(batch) >= PARALLEL_FROM:
+                    half = len(batch) // 2
+                    first = self._helper.submit(check, batch[:half])
+                    later = check(batch[half:])
+                    checked = first.result() + later
+                else:
+                    checked = check(batch)
+            except Exception as e:  # a bug, not a bad message (those are counted): say it, keep going
+                self.ingest.counts["check_failed"] += len(batch)
+                print(f"pgw hub: checking {len(batch)} messages failed: {type(e).__name__}: {e}", flush=True)
+                checked = []
+            if checked and not self._put(self._checked, checked):
+                self.ingest.counts["shutdown_unacked"] += len(checked)
+        self._checked.put(None)
+
+    def _write_messages(self):
+        """The writer thread: group commit. Takes what has been checked (at
+        most MAX_BATCH batches), stores it with one commit, then publishes
+        the ACKs. While it waits for the disk, the next messages are checked."""
+        done = False
+        while not done:
+            batches, done = self._take(self._checked)
+            checked = [m for b in batches for m in b]
+            try:
+                acks = self.ingest.commit(checked)
+            except Exception as e:  # e.g. a full disk: nothing stored, nothing ACKed, the devices resend
+                self.ingest.counts["store_failed"] += len(checked)
+                print(f"pgw hub: storing {len(checked)} messages failed: {type(e).__name__}: {e}", flush=True)
+                acks = []
+            for topic, payload in acks:
+                self.client.publish(topic, payload, qos=0)  # not connected: queued or dropped; the device resends
 
     def run_rounds(self, households, *, period_s=0.25, **kw):
         """Run the market, settlement and ledger (host_tools/hub/rounds.py)
@@ -101,6 +179,10 @@ class HubService:
             self._stop.wait(period_s)
 
     def start(self):
+        self._checker = threading.Thread(target=self._check_messages, name="pgw-hub-check", daemon=True)
+        self._writer = threading.Thread(target=self._write_messages, name="pgw-hub-writer", daemon=True)
+        self._checker.start()
+        self._writer.start()
         self.client.connect_async(self.host, self.port, keepalive=10)
         self.client.loop_start()
         return self
@@ -111,6 +193,12 @@ class HubService:
             self._round_thread.join(10)
         self.client.disconnect()
         self.client.loop_stop()
+        if self._writer is not None:
+            # what is queued is still stored (its ACKs may not go out); then both threads end
+            self._inbox.put(None)
+            self._checker.join(30)
+            self._writer.join(30)
+        self._helper.shutdown()
         self.store.close()
 
     def __enter__(self):
