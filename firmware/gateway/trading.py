@@ -63,6 +63,9 @@ class Trading:
         self.agent = Agent(agent_config(config, lim, ev_drive))  # AgentError: the app reports it
         self.forecaster = Forecaster(config["interval_min"], 7, config["utc_offset_min"])
         self.interval_s = config["interval_min"] * 60
+        # steps further apart than this (simulated s) are a gap, not counted:
+        # 2 min, or three control periods on a clock running `rate` times fast
+        self._gap_s = max(120, 3 * config["control"]["period_ms"] * self.rate // 1000)
         self.ev_w_per_ma = lim.voltage_v * lim.ev_phases  # W per A: mA x this // 1000
         self._slot = -1  # the interval being integrated
         self._load_ws = self._pv_ws = self._seen_s = 0
@@ -209,7 +212,7 @@ class Trading:
             return
         dt = now_s - self._last_s
         self._last_s = now_s
-        if dt <= 0 or dt > 120:
+        if dt <= 0 or dt > self._gap_s:
             return  # a gap: not counted rather than guessed
         pv = 0
         bat = self.control.battery
