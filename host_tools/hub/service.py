@@ -1,7 +1,7 @@
 """`pgw hub`: the ingest loop on an MQTT broker, with paho-mqtt, and the
 rounds (market, settlement, ledger) on a timer thread when given a market.
 
-    pgw hub --state DIR [--broker mqtt://127.0.0.1:1883] [--community demo]
+    pgw hub --state DIR [--broker mqtt://HOST:PORT | --broker-port 1883] [--community demo]
             [--register FILE.cose ...] [--market FILE.json]
 
 The hub's key is DIR/hub.pem (made on first start); its COSE_Key is
@@ -230,7 +230,11 @@ def load_market(path):
 
 def add_arguments(p):
     p.add_argument("--state", required=True, help="the hub's directory: key, database")
-    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL (mqtt://host:port)")
+    p.add_argument("--broker", metavar="URL",
+                   help="the MQTT broker (mqtt://host:port); without it the hub starts one on "
+                        "127.0.0.1:--broker-port: Mosquitto when installed, else the embedded amqtt")
+    p.add_argument("--broker-port", type=int, default=1883, metavar="PORT",
+                   help="the port of the broker the hub starts (default 1883)")
     p.add_argument("--community", default="demo")
     p.add_argument("--device-rate", type=float, default=50.0, metavar="N",
                    help="messages a second each device may send once its burst is spent (default 50)")
@@ -249,6 +253,17 @@ def add_arguments(p):
 
 
 def run(args):
+    if args.broker is not None:
+        return _run(args)
+    from host_tools.broker import Broker
+
+    with Broker(port=args.broker_port) as broker:
+        args.broker = f"mqtt://127.0.0.1:{broker.port}"
+        print(f"pgw hub: started {broker.kind} on {args.broker}", flush=True)
+        return _run(args)
+
+
+def _run(args):
     url = urlparse(args.broker)
     if url.scheme != "mqtt":
         raise ValueError("--broker must be mqtt://host:port")
