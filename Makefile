@@ -40,7 +40,7 @@ ensure-chromium:
 	fi
 
 test: $(STAMP) ensure-broker
-	$(PY) -m pytest tests
+	$(PY) -m pytest --durations=12 tests
 
 demo: $(STAMP) ensure-broker
 	$(PY) -m host_tools.demo
