@@ -62,7 +62,7 @@ fuzz: $(STAMP)
 soak: $(STAMP) ensure-broker
 	PGW_SOAK=1 $(PY) -m pytest tests/e2e/test_gateway_day.py
 
-# The hub killed with SIGKILL 200 times instead of the 15 of `make test`
+# The hub killed with SIGKILL 200 times (make test skips it for now)
 # (tests/host/test_hub_kills.py, docs/hub.md): about 90 s.
 hub-soak: $(STAMP) ensure-broker
 	PGW_HUB_SOAK=1 $(PY) -m pytest -s tests/host/test_hub_kills.py

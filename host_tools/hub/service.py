@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -252,7 +253,15 @@ def add_arguments(p):
                    help="a device's COSE_Key (binary, or hex text) to accept messages from")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run(args):
+    # Ctrl-C and a service manager's SIGTERM both stop the hub cleanly. Set
+    # here, not inherited: a shell starts background jobs with SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     if args.broker is not None:
         return _run(args)
     from host_tools.broker import Broker

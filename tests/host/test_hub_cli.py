@@ -1,6 +1,7 @@
 """`pgw hub` as a user starts it: without --broker it starts its own broker
 (Mosquitto when installed, else the embedded amqtt), connects, serves the
-status API, and stops both on Ctrl-C."""
+status API, and stops both on SIGTERM (a service manager's stop) as on
+Ctrl-C."""
 
 import json
 import signal
@@ -40,7 +41,7 @@ def test_pgw_hub_starts_its_own_broker_and_serves_its_status(tmp_path):
             time.sleep(0.1)  # between polls of the hub's own connection flag
         assert status and status["connected"] and status["community"] == "cli", status
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
