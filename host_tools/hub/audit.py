@@ -131,7 +131,7 @@ def _witness_states(report, table, height, block_hash, members, witnesses):
     """witnesses: [(kid, seq, payload)] already signature-checked."""
     fin = ledger.Finality(height, block_hash, members)
     for kid, seq, p in witnesses:
-        if len(p) < 6 or not ledger._is_uint(p[4]) or type(p[5]) is not bytes or len(p[5]) != 32:
+        if len(p) < 6 or not ledger.is_uint(p[4]) or type(p[5]) is not bytes or len(p[5]) != 32:
             report.add(table, _mkey(kid, seq), "witness", "payload is not a WITNESS")
             continue
         fin.add(kid, p[4], p[5])
@@ -272,7 +272,7 @@ def _check_db(report, t, hub_kid, hub_pub, households, interval_min, rerun):
             report.add("messages", key, "signer", f"signed by {signer.hex()}")
             continue
         if (not isinstance(p, list) or len(p) < 4 or p[0] != 1
-                or not all(ledger._is_uint(x) for x in p[1:4])):
+                or not all(ledger.is_uint(x) for x in p[1:4])):
             report.add("messages", key, "payload", "not [1, type, seq, ts, ...]")
             continue
         if (p[1], p[2], p[3]) != (mtype, seq, ts):
@@ -606,7 +606,7 @@ def _check_export(report, data, trusted):
     if header["format"] != FORMAT:
         raise _ExportError("item 0", "format", f"format {header['format']!r}")
     ndev, nblocks = header["devices"], header["blocks"]
-    if not (ledger._is_uint(ndev, 1 << 20) and ledger._is_uint(nblocks, 1 << 32)):
+    if not (ledger.is_uint(ndev, 1 << 20) and ledger.is_uint(nblocks, 1 << 32)):
         raise _ExportError("item 0", "format", "devices and blocks are counts")
     try:
         if not isinstance(header["hub_key"], bytes):
@@ -637,7 +637,7 @@ def _check_export(report, data, trusted):
         if raw != cbor2.dumps(marker, canonical=True) or marker["height"] != height:
             raise _ExportError(at, "format", "the marker is not canonical or names another height")
         nent, nwit, members = marker["entries"], marker["witnesses"], marker["committee"]
-        if not (ledger._is_uint(nent, ledger.U32) and ledger._is_uint(nwit, 1 << 20) and isinstance(members, list)
+        if not (ledger.is_uint(nent, ledger.U32) and ledger.is_uint(nwit, 1 << 20) and isinstance(members, list)
                 and all(isinstance(k, bytes) and len(k) == 8 for k in members)):
             raise _ExportError(at, "format", "entries, witnesses are counts, committee a list of kids")
         _, signed = items.next("a BLOCK")
@@ -667,7 +667,7 @@ def _check_export(report, data, trusted):
                 report.add("export", wat, "witness", type(e).__name__)
                 continue
             if (kid == hub_kid or not isinstance(p, list) or len(p) != 6 or p[:2] != [1, WITNESS]
-                    or p[4] != height or not all(ledger._is_uint(x) for x in p[2:4])):
+                    or p[4] != height or not all(ledger.is_uint(x) for x in p[2:4])):
                 report.add("export", wat, "witness", "not a device's WITNESS of this height")
                 continue
             if prev is not None and (kid, p[2]) <= prev:

@@ -58,7 +58,8 @@ class LedgerError(ValueError):
         self.height = height
 
 
-def _is_uint(v, hi=U64):
+def is_uint(v, hi=U64):
+    """An int in 0..hi, and not a bool (type(), not isinstance)."""
     return type(v) is int and 0 <= v <= hi
 
 
@@ -108,7 +109,7 @@ class MerkleTree:
 
     def path(self, index: int) -> list:
         """PATH(index, D[n]) of RFC 6962 section 2.1.1, leaf side first."""
-        if not _is_uint(index) or index >= self.size:
+        if not is_uint(index) or index >= self.size:
             raise LedgerError("index", f"index {index!r} in a tree of {self.size} leaves")
         path = []
         for level in self.levels[:-1]:
@@ -177,7 +178,7 @@ def _open_envelope(data):
     if not isinstance(kid, bytes) or len(kid) != KID_LEN:
         raise LedgerError("entry", "no 8-byte kid in the protected header")
     if (not isinstance(payload, (list, tuple)) or len(payload) < 4 or payload[0] != VERSION
-            or not all(_is_uint(x) for x in payload[1:4])):
+            or not all(is_uint(x) for x in payload[1:4])):
         raise LedgerError("entry", "payload is not [1, type, seq, ts, ...]")
     return kid, v[1], v[2], payload
 
@@ -282,7 +283,7 @@ def build_block(height, prev_hash, entries, sign, ts, seq) -> Block:
     HubKey.sign1. TRADEs and SETTLEMENTs must carry the signing key's kid,
     READINGs and ORDERs another one."""
     for name, v in (("height", height), ("ts", ts), ("seq", seq)):
-        if not _is_uint(v):
+        if not is_uint(v):
             raise LedgerError("arg", f"{name} must be an int in 0..2^64-1, got {v!r}")
     _check_hash(prev_hash, "prev")
     if height == 0 and prev_hash != ZERO_HASH:
@@ -313,7 +314,7 @@ def committee(kids, height, size) -> list:
     household serves once in any ceil(n / size) heights in a row. All of
     them, sorted, if there are no more than `size`. The hub cannot steer
     the choice, since it depends on nothing the hub signs."""
-    if not _is_uint(height):
+    if not is_uint(height):
         raise LedgerError("arg", f"height must be an int in 0..2^64-1, got {height!r}")
     if type(size) is not int or size < 1:
         raise LedgerError("arg", f"committee size must be an int >= 1, got {size!r}")
@@ -344,7 +345,7 @@ class Finality:
     caller has verified; the result does not depend on their order."""
 
     def __init__(self, height, block_hash, members):
-        if not _is_uint(height):
+        if not is_uint(height):
             raise LedgerError("arg", f"height must be an int in 0..2^64-1, got {height!r}")
         _check_hash(block_hash, "block hash")
         self.height = height
@@ -372,7 +373,7 @@ class Finality:
         SIGNED, REPEAT, NOT_MEMBER, OTHER_HEIGHT or MISMATCH."""
         _check_kid(kid)
         _check_hash(block_hash, "block hash")
-        if not _is_uint(height):
+        if not is_uint(height):
             raise LedgerError("arg", f"height must be an int in 0..2^64-1, got {height!r}")
         if height != self.height:
             return OTHER_HEIGHT
@@ -443,9 +444,9 @@ def _open_block(signed, hub_public_key, hub_kid, height_hint):
     # unprotected header, the CBOR heads) must not vary either.
     if unprotected or cbor2.dumps(cbor2.loads(signed)) != signed:
         raise LedgerError("block", "not in the hub's exact COSE_Sign1 form", height_hint)
-    if (len(p) < 8 or p[1] != BLOCK or not _is_uint(p[4]) or not isinstance(p[5], bytes)
+    if (len(p) < 8 or p[1] != BLOCK or not is_uint(p[4]) or not isinstance(p[5], bytes)
             or len(p[5]) != HASH_LEN or not isinstance(p[6], bytes) or len(p[6]) != HASH_LEN
-            or not _is_uint(p[7], U32)):
+            or not is_uint(p[7], U32)):
         raise LedgerError("block", "payload is not a BLOCK", height_hint)
     return p
 
@@ -461,7 +462,7 @@ def verify_chain(blocks, hub_public_key, after=None, device_keys=None) -> ChainR
     if after is None:
         want_height, want_prev = 0, ZERO_HASH
     else:
-        if not isinstance(after, (tuple, list)) or len(after) != 2 or not _is_uint(after[0]):
+        if not isinstance(after, (tuple, list)) or len(after) != 2 or not is_uint(after[0]):
             raise LedgerError("arg", "after is (height, hash)")
         want_height, want_prev = after[0] + 1, after[1]
         _check_hash(want_prev, "after hash")

@@ -48,10 +48,6 @@ class RoundsError(ValueError):
         self.reason = reason
 
 
-def _uint(v, hi=2**64 - 1):
-    return type(v) is int and 0 <= v <= hi
-
-
 def _check_households(households):
     if not hasattr(households, "items"):
         raise RoundsError("households", "a mapping kid -> settlement inputs")
@@ -63,7 +59,7 @@ def _check_households(households):
             raise RoundsError("households", f"{kid.hex()}: not a mapping")
         row = {}
         for name in HOUSEHOLD_FIELDS:
-            if not _uint(h.get(name), U32):
+            if not ledger.is_uint(h.get(name), U32):
                 raise RoundsError("households", f"{kid.hex()}: {name} {h.get(name)!r} is not in 0..2^32-1")
             row[name] = h[name]
         meter = h.get("grid_meter")
@@ -83,13 +79,13 @@ class Rounds:
 
     def __init__(self, store, key, community, households, *, feeder_wh=None, interval_min=15,
                  settle_after_s=300, committee_size=7):
-        if not _uint(interval_min) or not 1 <= interval_min <= 1440 or 1440 % interval_min:
+        if not ledger.is_uint(interval_min) or not 1 <= interval_min <= 1440 or 1440 % interval_min:
             raise RoundsError("interval_min", f"{interval_min!r} is not 1..1440 and a divisor of a day")
-        if not _uint(settle_after_s):
+        if not ledger.is_uint(settle_after_s):
             raise RoundsError("settle_after_s", f"{settle_after_s!r} is not an int >= 0")
         if type(committee_size) is not int or committee_size < 1:
             raise RoundsError("committee_size", f"{committee_size!r} is not an int >= 1")
-        if feeder_wh is not None and not _uint(feeder_wh):
+        if feeder_wh is not None and not ledger.is_uint(feeder_wh):
             raise RoundsError("feeder_wh", f"{feeder_wh!r} is not an int >= 0 or None")
         self.store = store
         self.key = key

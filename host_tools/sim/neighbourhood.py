@@ -116,6 +116,7 @@ class Neighbourhood:
         self.homes = []
         self._stack = contextlib.ExitStack()
         self.hours = 0
+        self._intervals = None
 
     def __enter__(self):
         try:
@@ -219,7 +220,13 @@ class Neighbourhood:
 
     def intervals(self):
         """Per interval of the day: the neighbourhood's energy flows from the
-        household simulators (Wh) and the peer-to-peer energy the hub settled."""
+        household simulators (Wh) and the peer-to-peer energy the hub settled.
+        Computed once, after the run (the summary and the chart share it)."""
+        if self._intervals is None:
+            self._intervals = self._compute_intervals()
+        return self._intervals
+
+    def _compute_intervals(self):
         p2p = dict(self.hub.store.query(
             "SELECT t.interval_start, SUM(s.delivered_wh) FROM trades t JOIN settlements s "
             "ON s.trade_id = t.trade_id GROUP BY t.interval_start"))
