@@ -39,8 +39,9 @@ ensure-chromium:
 			"tests/host/test_dashboard.py's browser tests will be skipped"; \
 	fi
 
+# Two workers: the suite mostly waits on boards and brokers (docs/testing.md).
 test: $(STAMP) ensure-broker
-	$(PY) -m pytest --durations=12 tests
+	$(PY) -m pytest -n 2 --dist loadfile --durations=12 tests
 
 demo: $(STAMP) ensure-broker
 	$(PY) -m host_tools.demo

@@ -68,11 +68,17 @@ def make_layout(root, **lib_tests):
         (tests / "lib" / (name + ".py")).write_text(text)
 
 
+def clean_env(**extra):
+    # The inner pytest must not think it is an xdist worker of `make test`.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(extra)
+    return env
+
+
 def run_pytest(root, *args, env=None):
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
-        cwd=root, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, **(env or {})))
+        cwd=root, capture_output=True, text=True, timeout=300, env=clean_env(**(env or {})))
     return done.returncode, done.stdout + done.stderr
 
 
@@ -124,7 +130,7 @@ def test_missing_interpreter_fails_and_says_make_test(tmp_path):
         [str(python), "-m", "pytest", "-p", "no:cacheprovider", str(tmp_path),
          "-m", "micropython"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PATH=str(python.parent), PYTHONPATH=os.pathsep.join(sys.path)))
+        env=clean_env(PATH=str(python.parent), PYTHONPATH=os.pathsep.join(sys.path)))
     output = done.stdout + done.stderr
     assert outcome_counts(output) == {"failed": 4}, output
     assert "make test" in output
