@@ -338,12 +338,16 @@ class _Check:
         self.buses(data["buses"])
 
     def flash(self, flash, port, chip_name, chip):
-        self.keys(flash, "flash", FLASH_KEYS, ("romfs",))
+        self.keys(flash, "flash", FLASH_KEYS, ("romfs", "image"))
         size = self.integer(flash["size_kb"], "flash.size_kb", 1) * 1024
 
         fmt = self.text(flash["image_format"], "flash.image_format")
         if fmt != IMAGE_FORMATS[port]:
             self.fail(f"flash.image_format is '{fmt}', port '{port}' uses '{IMAGE_FORMATS[port]}'")
+        if "image" in flash:  # the official MicroPython image to flash, e.g. ESP32_GENERIC (pgw flash names it)
+            self.text(flash["image"], "flash.image")
+            if fmt == "none":
+                self.fail("flash.image names an image, but image_format 'none' flashes nothing")
         offset = self.integer(flash["image_offset"], "flash.image_offset")
         if offset != chip.image_offset:
             self.fail(f"flash.image_offset is {_hex(offset)}, {chip_name} boots from {_hex(chip.image_offset)}")

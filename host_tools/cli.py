@@ -72,6 +72,18 @@ def _deploy(args):
     return 0
 
 
+def _flash_args(p):
+    from host_tools.flash import add_arguments
+
+    add_arguments(p)
+
+
+def _flash(args):
+    from host_tools.flash import main
+
+    return main(args)
+
+
 def _console_args(p):
     p.add_argument("--port", required=True, help="serial port of the board (or a virtual board's link)")
     p.add_argument("--baud", type=int, default=115200)
@@ -122,6 +134,7 @@ def _ledger(args):
 COMMANDS = {
     "vboard": (_vboard_args, _vboard, "run a virtual board: the firmware on MicroPython behind a pty"),
     "gpio": (_gpio_args, _gpio, "watch a virtual board's GPIO channel and set its inputs"),
+    "flash": (_flash_args, _flash, "put MicroPython on a board (esptool, UF2 or picotool), then deploy"),
     "deploy": (_deploy_args, _deploy, "compile firmware/ and lib/ to .mpy and copy them to a board"),
     "console": (_console_args, _console, "technician console on a board's USB serial"),
     "sim": (_sim_args, _sim, "meter simulators for tests and the demo: sim dlms | sim modbus"),
