@@ -131,6 +131,18 @@ def _ledger(args):
     return run(args)
 
 
+def _ota_args(p):
+    from host_tools.ota import add_arguments
+
+    add_arguments(p)
+
+
+def _ota(args):
+    from host_tools.ota import run
+
+    return run(args)
+
+
 COMMANDS = {
     "vboard": (_vboard_args, _vboard, "run a virtual board: the firmware on MicroPython behind a pty"),
     "gpio": (_gpio_args, _gpio, "watch a virtual board's GPIO channel and set its inputs"),
@@ -140,6 +152,7 @@ COMMANDS = {
     "sim": (_sim_args, _sim, "meter simulators for tests and the demo: sim dlms | sim modbus"),
     "hub": (_hub_args, _hub, "the neighbourhood hub: checks, stores and acknowledges the gateways' messages"),
     "ledger": (_ledger_args, _ledger, "audit the hub's ledger: ledger verify DB | ledger export DB --out FILE"),
+    "ota": (_ota_args, _ota, "signed update bundles: ota keygen | ota build | ota show"),
 }
 
 
