@@ -341,7 +341,7 @@ def describe(data: bytes, name: str = "bundle") -> list:
 
 
 def add_arguments(p):
-    sub = p.add_subparsers(dest="ota_command", required=True, metavar="keygen|build|show")
+    sub = p.add_subparsers(dest="ota_command", required=True, metavar="keygen|build|show|publish")
     k = sub.add_parser("keygen", help="make a release key (P-256, PEM) and print its COSE_Key for device configs")
     k.add_argument("--out", required=True, metavar="FILE", help="where to write the private key (not overwritten)")
     b = sub.add_parser("build", help="build and sign the update bundle of this checkout for a board")
@@ -358,10 +358,72 @@ def add_arguments(p):
     g = s.add_mutually_exclusive_group()
     g.add_argument("--pub", metavar="COSE_KEY", help="release public key: COSE_Key hex, or a file (hex, PEM)")
     g.add_argument("--key", metavar="PEM", help="the release private key's file")
+    u = sub.add_parser("publish", help="offer a bundle to the hub, which checks it and announces it to the gateways")
+    u.add_argument("bundle", metavar="FILE")
+    u.add_argument("--broker", required=True, metavar="URL", help="the hub's MQTT broker, mqtt://host:port")
+    u.add_argument("--community", default="demo")
+    u.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="how long to wait for the hub's announcement (default 60 s)")
 
 
 def run(args) -> int:
-    return {"keygen": _keygen, "build": _build, "show": _show}[args.ota_command](args)
+    return {"keygen": _keygen, "build": _build, "show": _show, "publish": _publish}[args.ota_command](args)
+
+
+def publish(data: bytes, host: str, port: int, community: str, timeout: float = 60.0, out=print):
+    """Put the bundle on the broker as retained chunks and an offer, then
+    wait until the hub announces it (docs/ota.md, "Publishing") -> the
+    announcement's COSE_Sign1 bytes. TimeoutError when the hub does not
+    announce it: it refused the bundle (see its counts) or is not running."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    from host_tools.hub import ota as hub_ota
+
+    sha = hashlib.sha256(data).digest()
+    announced = threading.Event()
+    seen = {}
+
+    def on_message(client, userdata, msg):
+        try:
+            payload = cbor2.loads(cbor2.loads(msg.payload).value[2])
+        except Exception:
+            return
+        if isinstance(payload, list) and len(payload) >= 7 and payload[6] == sha:
+            seen["ann"] = msg.payload
+            announced.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pgw-ota-publish-{os.getpid()}")
+    client.on_message = on_message
+    client.connect(host, port, keepalive=30)
+    client.loop_start()
+    try:
+        client.subscribe(f"pgw/1/{community}/hub/ota", qos=1)
+        pubs = list(hub_ota.publications(community, data))
+        infos = [client.publish(topic, payload, qos=1, retain=True) for topic, payload in pubs]
+        for info in infos:
+            info.wait_for_publish(timeout)
+        out(f"ota: offered {len(data):,} bytes as {len(pubs) - 1} chunks, id {hub_ota.bundle_id(sha)}")
+        if not announced.wait(timeout):
+            raise TimeoutError(f"the hub did not announce bundle {hub_ota.bundle_id(sha)} within {timeout:g} s: "
+                               "is it running with --release-key for this bundle's key?")
+        out("ota: announced by the hub on " + f"pgw/1/{community}/hub/ota")
+        return seen["ann"]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _publish(args):
+    from urllib.parse import urlparse
+
+    url = urlparse(args.broker)
+    if url.scheme != "mqtt":
+        raise ValueError("--broker must be mqtt://host:port")
+    publish(Path(args.bundle).read_bytes(), url.hostname or "127.0.0.1", url.port or 1883, args.community,
+            args.timeout)
+    return 0
 
 
 def _keygen(args):

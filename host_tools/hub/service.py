@@ -46,6 +46,8 @@ class HubService:
         self.clock = clock
         self.budgets = DeviceBudgets(device_rate, device_burst)
         self.rounds = None  # the market, settlement and ledger: run_rounds()
+        self.ota = None  # OTA bundles checked, announced and served: serve_ota()
+        self._ota_lock = threading.Lock()
         self._stop = threading.Event()
         self._round_thread = None
         self._inbox = queue.Queue(INBOX)  # (topic, payload) as received; None: stop
@@ -67,7 +69,8 @@ class HubService:
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             return
-        self._pending_subs = {client.subscribe(topic, qos=1)[1] for topic in self.ingest.subscriptions()}
+        topics = self.ingest.subscriptions() + (self.ota.subscriptions() if self.ota is not None else [])
+        self._pending_subs = {client.subscribe(topic, qos=1)[1] for topic in topics}
         client.publish(f"pgw/1/{self.community}/hub/key", self.key.cose_key(), qos=1, retain=True)
         self.connected.set()
 
@@ -84,6 +87,12 @@ class HubService:
         parts = msg.topic.split("/", 5)
         if len(parts) > 4 and parts[3] == "dev" and not self.budgets.allow(parts[4]):
             self.ingest.counts["rate_limited"] += 1
+            return
+        if self.ota is not None and (parts[3:4] == ["ota"] or msg.topic.endswith("/otaget")):
+            with self._ota_lock:
+                out = self.ota.on_message(msg.topic, msg.payload, self.clock())
+            for topic, payload, retain in out:
+                client.publish(topic, payload, qos=1 if retain else 0, retain=retain)
             return
         if not self._put(self._inbox, (msg.topic, msg.payload)):
             self.ingest.counts["shutdown_unacked"] += 1  # stopping: no ACK, so the device resends
@@ -167,6 +176,22 @@ class HubService:
         self._round_thread.start()
         return self.rounds
 
+    def serve_ota(self, release_keys, every_s=60.0):
+        """Check, announce and serve OTA bundles signed by these release keys
+        ((x, y) each; host_tools/hub/ota.py). Call before start()."""
+        from host_tools.hub.ota import OtaRelease
+
+        self.ota = OtaRelease(self.community, self.key, release_keys, self.store.next_seq, every_s)
+        threading.Thread(target=self._tick_ota, name="pgw-hub-ota", daemon=True).start()
+        return self.ota
+
+    def _tick_ota(self):
+        while not self._stop.wait(1.0):
+            with self._ota_lock:
+                out = self.ota.tick(self.clock())
+            for topic, payload, retain in out:
+                self.client.publish(topic, payload, qos=1, retain=retain)
+
     def _tick_rounds(self, period_s):
         while not self._stop.is_set():
             try:
@@ -249,6 +274,9 @@ def add_arguments(p):
                    help="simulation: the hub's clock runs N times faster than real time (default 1)")
     p.add_argument("--api", type=int, metavar="PORT",
                    help="serve the read-only status API on 127.0.0.1:PORT (docs/hub.md, \"Status API\")")
+    p.add_argument("--release-key", action="append", default=[], metavar="KEY",
+                   help="announce and serve OTA bundles signed by this release key (COSE_Key hex, or a file: "
+                        "hex, COSE_Key, PEM); repeatable (docs/ota.md, \"Publishing\")")
     p.add_argument("--register", action="append", default=[], metavar="FILE",
                    help="a device's COSE_Key (binary, or hex text) to accept messages from")
 
@@ -294,6 +322,11 @@ def _run(args):
         except (UnicodeDecodeError, ValueError):
             pass
         print("registered", hub.ingest.register(raw).hex())
+    if args.release_key:
+        from host_tools.ota import load_public
+
+        hub.serve_ota([load_public(k) for k in args.release_key])
+        print(f"pgw hub: OTA bundles from {len(args.release_key)} release key(s)", flush=True)
     if args.market:
         households, kw = load_market(args.market)
         hub.run_rounds(households, **kw)

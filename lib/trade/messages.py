@@ -26,7 +26,7 @@ BLOCK = 5
 WITNESS = 6
 COMMAND = 7
 ACK = 8
-_OTA = const(9)
+OTA = 9
 
 U64 = 0xFFFFFFFFFFFFFFFF
 
@@ -152,7 +152,7 @@ def _check(name, kind, lo, hi, v):
 
 def _spec(mtype, seq, ts):
     # checks the head -> [name, budget, field, ...], each field "name:kind:lo:hi"
-    if not isinstance(mtype, int) or isinstance(mtype, bool) or not 1 <= mtype <= _OTA:
+    if not isinstance(mtype, int) or isinstance(mtype, bool) or not 1 <= mtype <= OTA:
         raise ProtocolError("type", "unknown message type %r" % (mtype,))
     _check("seq", "i", "0", "u64", seq)
     _check("ts", "i", "0", "u64", ts)
