@@ -4,7 +4,8 @@
                        their finality, balances, ingest counters
     GET /api/orders    the order book of the next gate: Wh and price range a side
     GET /api/trades    the latest trades (?limit=N, at most 500) with settlements
-    GET /api/devices   per registered device: messages, last seen, last reading
+    GET /api/devices   per registered device: messages, last ts, last arrival
+                       since the hub started, last reading
     GET / , /dashboard the neighbourhood dashboard: dashboard.html, a static
                        page that polls the four endpoints above
 
@@ -54,8 +55,8 @@ def devices(store):
     out = []
     for kid, _, name in store.devices():
         kid = bytes(kid)
-        n, last_ts, last_received = store.query(
-            "SELECT COUNT(*), MAX(ts), MAX(received) FROM messages WHERE kid = ?", (kid,))[0]
+        n, last_ts = store.query("SELECT COUNT(*), MAX(ts) FROM messages WHERE kid = ?", (kid,))[0]
+        last_received = store.last_arrival.get(kid)  # kept in memory: the ledger holds no arrival times
         reading = store.query("SELECT data FROM messages WHERE kid = ? AND type = ? ORDER BY seq DESC LIMIT 1",
                               (kid, READING))
         last = None

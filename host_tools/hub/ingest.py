@@ -126,16 +126,15 @@ class Ingest:
 
     def commit(self, messages):
         """Checked DeviceMessages -> the ACKs to publish, in the order given.
-        All are inserted in one transaction that also reserves the ACKs'
-        hub seqs; the ACKs are signed only after that one commit, so an ACK
-        never leaves for a message that is not durably stored."""
+        All are inserted in one transaction; the ACKs' hub seqs are taken
+        and the ACKs signed only after that one commit, so an ACK never
+        leaves for a message that is not durably stored."""
         if not messages:
             return []
-        received = time.time()
         outcomes = []  # counted after the commit: a rolled-back batch counts nothing
-        with self.store.transaction() as db:
+        with self.store.transaction():
             results = self.store.insert_messages(
-                [(m.kid, m.seq, m.mtype, m.ts, m.data, received, m.gate_closed) for m in messages])
+                [(m.kid, m.seq, m.mtype, m.ts, m.data, m.gate_closed) for m in messages])
             for msg, stored in zip(messages, results):
                 if stored is CLOSED:
                     outcomes.append("late_order")
@@ -148,10 +147,14 @@ class Ingest:
                 else:
                     # the same seq with other content: never ours to pick; no ACK
                     outcomes.append("rejected_conflict")
-            acks = sum(o != "rejected_conflict" for o in outcomes)
-            first_seq = self.store.take(db, "seq", acks) if acks else 0
+        received = time.time()
         with self._counting:
             self.counts.update(outcomes)
+            for msg, outcome in zip(messages, outcomes):
+                if outcome == "accepted":
+                    self.store.last_arrival[msg.kid] = received
+        acks = sum(o != "rejected_conflict" for o in outcomes)
+        first_seq = self.store.take_seqs(acks) if acks else 0
         now = int(self.clock())
         out = []
         for msg, outcome in zip(messages, outcomes):
@@ -162,7 +165,7 @@ class Ingest:
 
     def ack(self, kid, seq):
         """A signed ACK with a hub seq of its own (one commit)."""
-        return self._ack(self.store.next_seq(), int(self.clock()), kid, seq)
+        return self._ack(self.store.take_seqs(), int(self.clock()), kid, seq)
 
     def _ack(self, hub_seq, now, kid, seq):
         return self.key.sign1(cbor2.dumps([VERSION, ACK, hub_seq, now, kid, seq]))

@@ -14,10 +14,14 @@ database, one interval at a time (docs/hub.md, "Rounds"). No broker, no clock:
   member its witness request.
 - Each step writes all its rows in one transaction and is marked done in
   `rounds`, so a hub killed at any moment has done a step entirely or not
-  at all, and never does it twice.
-- What a step returned is taken as published when the next tick starts; a
-  new Rounds (a restart) publishes again the steps not so marked. Devices
-  ignore a repeated trade_id and a block they witnessed already.
+  at all, and never does it twice. The next interval to close is the one
+  after the last block's (before the first block: the work file's
+  `rounds_start`).
+- What a step returned is taken as published when the next tick starts,
+  and marked so in the work file; a new Rounds (a restart) publishes again
+  the steps not so marked. Devices ignore a repeated trade_id and a block
+  they witnessed already. A lost work file: only the last tick's steps
+  are sent again (the ones whose hub messages carry the newest ts).
 - Integers only; money and energy are settlement.py's, rounding included.
 """
 
@@ -29,7 +33,7 @@ from collections import Counter
 import cbor2
 
 from host_tools.hub import ledger, market, settlement
-from host_tools.hub.store import ORDER, READING, WITNESS, payload_of
+from host_tools.hub.store import ORDER, READING, WITNESS, Store, payload_of
 
 VERSION = 1
 TRADE, SETTLEMENT, BLOCK = 3, 4, 5
@@ -119,9 +123,17 @@ class Rounds:
         now = int(now)
         return now - now % self.interval_s
 
+    def next_round(self):
+        """The interval the rounds close next: the one after the last block's;
+        before the first block, the first tick's (None before it)."""
+        row = self.store.query("SELECT interval_start FROM blocks ORDER BY height DESC LIMIT 1")
+        if row:
+            return row[0][0] + self.interval_s
+        return self.store.work.counter("rounds_start")
+
     def next_due(self, now):
         """When tick() next has work by the clock: the next gate or round close."""
-        nxt = self.store.meta("next_round")
+        nxt = self.next_round()
         gate = self.interval_of(now) + self.interval_s
         if nxt is None:
             return min(gate, int(now))
@@ -149,42 +161,67 @@ class Rounds:
             out, done = [], []
         for start in self._due_gates(now):
             out += self._clear(start, now)
-            done.append(("trades_sent", start))
-        nxt = self.store.meta("next_round")
-        if nxt is None:
+            done.append(("trades", start))
+        nxt = self.next_round()
+        if nxt is None:  # the first tick: the rounds start now
             nxt = self.interval_of(now)
-            with self.store.transaction() as db:  # the first tick: rounds start now
-                db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('next_round', ?)", (nxt,))
+            # (a work file lost before the first block: trades cleared since must still settle)
+            waiting = self.store.query("SELECT MIN(interval_start) FROM rounds WHERE cleared AND NOT settled")[0][0]
+            if waiting is not None:
+                nxt = min(nxt, waiting)
+            self.store.work.set_counter("rounds_start", nxt)
         for _ in range(MAX_ROUNDS_PER_TICK):
             if nxt + self.interval_s + self.settle_after_s > now:
                 break
             out += self._close(nxt, now)
-            done.append(("close_sent", nxt))
+            done.append(("close", nxt))
             nxt += self.interval_s
         self._unconfirmed = done
         return out
 
     def _mark_sent(self, steps):
-        if not steps:
-            return
-        with self.store.transaction() as db:
-            for column, start in steps:
-                db.execute(f"UPDATE rounds SET {column} = 1 WHERE interval_start = ?", (start,))
+        if steps:
+            self.store.work.mark_sent(steps)
 
     def _unsent(self):
         """The messages of every step done but not marked as published."""
+        if self.store.work_recovered:
+            self._recover_marks()
         out, steps = [], []
-        for (start,) in self.store.query("SELECT interval_start FROM rounds WHERE cleared AND NOT trades_sent"
-                                         " ORDER BY interval_start"):
-            out += self._trade_messages(start)
-            steps.append(("trades_sent", start))
-        for start, height in self.store.query("SELECT interval_start, height FROM rounds"
-                                              " WHERE settled AND NOT close_sent ORDER BY interval_start"):
-            out += self._settlement_messages(start)
-            out += self._block_messages(height)
-            steps.append(("close_sent", start))
+        sent = self.store.work.sent("trades")
+        for (start,) in self.store.query("SELECT interval_start FROM rounds WHERE cleared ORDER BY interval_start"):
+            if start not in sent:
+                out += self._trade_messages(start)
+                steps.append(("trades", start))
+        sent = self.store.work.sent("close")
+        for start, height in self.store.query("SELECT interval_start, height FROM rounds WHERE settled"
+                                              " ORDER BY interval_start"):
+            if start not in sent:
+                out += self._settlement_messages(start)
+                out += self._block_messages(height)
+                steps.append(("close", start))
         self.counts["republished"] += len(out)
         return out, steps
+
+    def _recover_marks(self):
+        """A new work file beside a ledger with rounds: every step before the
+        last tick was published (a tick publishes what the one before it
+        returned). The last tick's steps are those whose TRADEs or BLOCK
+        carry the newest ts of the hub's messages; the others are marked."""
+        newest = self.store.query("SELECT MAX(ts) FROM messages WHERE kid = ? AND type IN (?, ?)",
+                                  (self.key.kid, TRADE, BLOCK))[0][0]
+        last = {start for (start,) in self.store.query(
+            "SELECT DISTINCT t.interval_start FROM trades t JOIN messages m ON m.kid = ? AND m.seq = t.msg_seq"
+            " WHERE m.ts = ?", (self.key.kid, newest))}
+        steps = [("trades", start) for (start,) in self.store.query("SELECT interval_start FROM rounds WHERE cleared")
+                 if start not in last]
+        last = {start for (start,) in self.store.query(
+            "SELECT b.interval_start FROM blocks b JOIN messages m ON m.kid = ? AND m.seq = b.msg_seq"
+            " WHERE m.ts = ?", (self.key.kid, newest))}
+        steps += [("close", start) for (start,) in self.store.query("SELECT interval_start FROM rounds WHERE settled")
+                  if start not in last]
+        self._mark_sent(steps)
+        self.store.work_recovered = False
 
     # ---- gate closure: the market ----
 
@@ -242,8 +279,8 @@ class Rounds:
                 clearing = market.clear(orders, self.limits)  # orders_of left nothing MarketError names
             trades = clearing.trades if clearing else []
             if trades:
-                first_id = self.store.take(db, "trade_id", len(trades))
-                first_seq = self.store.take(db, "seq", len(trades))
+                first_id = Store.next_trade_id(db)
+                first_seq = self.store.take_seqs(len(trades))
             for i, t in enumerate(trades):
                 trade_id, seq = first_id + i, first_seq + i
                 fields = [trade_id, start, self.interval_min, t.seller, t.buyer, t.wh, clearing.price,
@@ -263,8 +300,8 @@ class Rounds:
         return self._trade_messages(start)
 
     def _insert_hub_message(self, db, seq, mtype, ts, signed):
-        db.execute("INSERT INTO messages (kid, seq, type, ts, data, received) VALUES (?, ?, ?, ?, ?, ?)",
-                   (self.key.kid, seq, mtype, ts, signed, ts))
+        db.execute("INSERT INTO messages (kid, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)",
+                   (self.key.kid, seq, mtype, ts, signed))
 
     def _hub_message(self, seq):
         return bytes(self.store.query("SELECT data FROM messages WHERE kid = ? AND seq = ?",
@@ -344,7 +381,7 @@ class Rounds:
             result = self._settle(start)
             hub_entries = []
             if result is not None:
-                first_seq = self.store.take(db, "seq", len(result.trades))
+                first_seq = self.store.take_seqs(len(result.trades))
                 for i, ts_ in enumerate(result.trades):
                     seq = first_seq + i
                     signed = self.key.sign1(cbor2.dumps([VERSION, SETTLEMENT, seq, now,
@@ -366,8 +403,6 @@ class Rounds:
             db.execute("INSERT INTO rounds (interval_start, settled, height) VALUES (?, 1, ?)"
                        " ON CONFLICT (interval_start) DO UPDATE SET settled = 1, height = excluded.height",
                        (start, height))
-            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('next_round', ?)",
-                       (start + self.interval_s,))
         if result is not None:
             self.counts["settled"] += len(result.trades)
             for flag in result.flags:
@@ -379,7 +414,7 @@ class Rounds:
         device = []
         for kid, seq, data in db.execute(
                 "SELECT kid, seq, data FROM messages WHERE height IS NULL AND type IN (?, ?) AND kid != ?"
-                " ORDER BY received, kid, seq LIMIT ?", (READING, ORDER, self.key.kid, MAX_BLOCK_ENTRIES)):
+                " ORDER BY rowid LIMIT ?", (READING, ORDER, self.key.kid, MAX_BLOCK_ENTRIES)):
             try:
                 ledger.parse_entry(bytes(data))
             except ledger.LedgerError:
@@ -390,7 +425,7 @@ class Rounds:
             device.append((bytes(kid), seq, bytes(data)))
         row = db.execute("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
         height, prev = (row[0] + 1, bytes(row[1])) if row else (0, ledger.ZERO_HASH)
-        seq = self.store.take(db, "seq")
+        seq = self.store.take_seqs()
         block = ledger.build_block(height, prev, [d for _, _, d in device] + [d for _, d in hub_entries],
                                    self.key.sign1, now, seq)
         self._insert_hub_message(db, seq, BLOCK, now, block.signed)

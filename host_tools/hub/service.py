@@ -181,7 +181,7 @@ class HubService:
         ((x, y) each; host_tools/hub/ota.py). Call before start()."""
         from host_tools.hub.ota import OtaRelease
 
-        self.ota = OtaRelease(self.community, self.key, release_keys, self.store.next_seq, every_s)
+        self.ota = OtaRelease(self.community, self.key, release_keys, self.store.take_seqs, every_s)
         threading.Thread(target=self._tick_ota, name="pgw-hub-ota", daemon=True).start()
         return self.ota
 

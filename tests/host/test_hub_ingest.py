@@ -59,6 +59,7 @@ def test_accepts_stores_and_acknowledges(hub):
     ack = open_ack(hub, out[0][1])
     assert ack.type == m.ACK and ack["device"] == s.kid and ack["acked_seq"] == 7 and ack.ts == NOW
     assert [(r[1], r[2]) for r in hub.store.messages()] == [(7, m.READING)]
+    assert list(hub.store.last_arrival) == [s.kid]  # for the status API; the ledger keeps no arrival times
 
 
 def test_a_duplicate_is_acknowledged_again_and_stored_once(hub):
@@ -184,7 +185,7 @@ def test_a_batch_is_stored_once_and_acknowledged_in_order_with_consecutive_hub_s
     assert [(r[1], bytes(r[4])) for r in hub.store.messages()][:1] == [(1, one)]  # the first copy is kept
     assert [r[1] for r in hub.store.messages()] == [1, 2, 3]
     assert hub.counts == {"accepted": 3, "duplicate": 1, "rejected_conflict": 1, "rejected_unknown_key": 1}
-    assert hub.store.meta("seq") == first + 3  # reserved in the same commit
+    assert hub.store.next_seq == first + 4
     later = acked(hub, hub.handle(topic(s), reading(s, 4)))
     assert later[0][2] == first + 4
 
@@ -194,7 +195,7 @@ def test_an_empty_or_all_refused_batch_commits_nothing(hub):
     hub.register(key)
     assert hub.handle_batch([]) == [] and hub.commit([]) == []
     assert hub.handle_batch([(topic(s, "order"), reading(s, 1))]) == []
-    assert hub.store.meta("seq") is None and hub.counts == {"rejected_type": 1}
+    assert hub.store.next_seq == 1 and hub.counts == {"rejected_type": 1}  # no seq taken
 
 
 def test_late_orders_in_a_batch_are_acknowledged_and_not_stored(hub):
@@ -215,7 +216,7 @@ def test_a_failed_commit_stores_counts_and_acknowledges_nothing(hub, monkeypatch
     s, key = device()
     hub.register(key)
     hub.handle(topic(s), reading(s, 1))
-    seq_before, counts_before = hub.store.meta("seq"), dict(hub.counts)
+    seq_before, counts_before = hub.store.next_seq, dict(hub.counts)
     real = hub.store.insert_messages
 
     def disk_full(rows):
@@ -226,7 +227,7 @@ def test_a_failed_commit_stores_counts_and_acknowledges_nothing(hub, monkeypatch
     with pytest.raises(sqlite3.OperationalError):
         hub.handle_batch([(topic(s), reading(s, 2)), (topic(s), reading(s, 3))])
     assert [r[1] for r in hub.store.messages()] == [1]
-    assert hub.store.meta("seq") == seq_before and dict(hub.counts) == counts_before
+    assert hub.store.next_seq == seq_before and dict(hub.counts) == counts_before
 
 
 SIGNERS = [Signer(0x1234567), Signer(0x7654321)]

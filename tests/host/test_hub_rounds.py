@@ -152,7 +152,7 @@ def test_a_late_order_is_acknowledged_counted_and_kept_out_of_the_market(hub):
     hub.tick(START)
     assert [r[0] for r in hub.store.query("SELECT buyer FROM trades")] == [B.kid]
     # an interval already cleared refuses an ORDER even by a slow clock
-    assert hub.store.insert_message(C.kid, 6, m.ORDER, START - 60, data, 0) == CLOSED
+    assert hub.store.insert_message(C.kid, 6, m.ORDER, START - 60, data) == CLOSED
 
 
 def test_orders_the_market_cannot_take_are_dropped_and_counted(hub):
@@ -287,17 +287,18 @@ class Killed(BaseException):
 
 
 def kill_during(hub, when):
-    """Make the hub's `when`-th signature copy the database files as they are
-    on disk at that moment (what a kill leaves) and then die."""
+    """Make the hub's `when`-th signature copy the ledger and the work file as
+    they are on disk at that moment (what a kill leaves) and then die."""
     real, n = hub.key.sign1, [0]
 
     def sign1(payload):
         n[0] += 1
         if n[0] == when:
-            for suffix in ("", "-wal"):
-                src = hub.path / ("hub.sqlite" + suffix)
-                if src.exists():
-                    shutil.copy(src, hub.path / ("killed.sqlite" + suffix))
+            for name in ("sqlite", "work.sqlite"):
+                for suffix in ("", "-wal"):
+                    src = hub.path / ("hub." + name + suffix)
+                    if src.exists():
+                        shutil.copy(src, hub.path / ("killed." + name + suffix))
             raise Killed()
         return real(payload)
     hub.key.sign1 = sign1
@@ -314,12 +315,12 @@ def test_a_kill_inside_a_step_leaves_none_of_it(hub, step, when):
         hub.tick(START + 300)
         hub.clock.t = END + 60
         hub.reading(A, 11, END, 0, 500, 0, 500)
-    seq_before = hub.store.meta("seq")
     kill_during(hub, when)
     with pytest.raises(Killed):
         hub.tick(START if step == "clear" else SETTLE)
+    used = hub.store.next_seq - 1  # the step had taken its seqs and signed with some
     hub.restart("killed.sqlite")  # what the disk held at the kill
-    assert hub.store.meta("seq") == seq_before
+    assert hub.store.next_seq > used  # never signs with a seq the killed hub used
     if step == "clear":
         assert hub.count("trades") == 0 and hub.count("rounds") == 0
     else:
@@ -350,6 +351,150 @@ def test_a_database_from_before_the_rounds_is_migrated(tmp_path):
     store = Store(tmp_path / "hub.sqlite")
     assert store.query("SELECT interval_start, height FROM messages") == [(START, None)]
     store.close()
+
+
+def test_a_block_takes_the_oldest_arrivals_first_and_the_same_after_a_restart(hub, monkeypatch):
+    from host_tools.hub import rounds as rounds_module
+    monkeypatch.setattr(rounds_module, "MAX_BLOCK_ENTRIES", 2)
+    hub.tick(START - 300)
+    for seq in (9, 3, 5):  # a journal's replay: not in seq or ts order
+        hub.reading(A, seq, START - 900 + 60 * seq, 0, 0, 0, 0)
+    hub.restart()
+    hub.tick(START + 300)
+    assert hub.store.query("SELECT seq, height FROM messages WHERE kid = ? ORDER BY rowid", (A.kid,)) == [
+        (9, 0), (3, 0), (5, None)]  # the first two to arrive; seq 5 waits for the next block
+
+
+def test_hub_seqs_are_reserved_in_the_work_file_before_they_are_used(tmp_path, monkeypatch):
+    store = Store(tmp_path / "hub.sqlite")
+    writes = []
+    real = store.work.set_counter
+    monkeypatch.setattr(store.work, "set_counter", lambda name, value: (writes.append((name, value)),
+                                                                        real(name, value)))
+    assert [store.take_seqs(400) for _ in range(5)] == [1, 401, 801, 1201, 1601]
+    assert writes == [("seq_reserved", 1400), ("seq_reserved", 2600)]  # one fsynced write per 1,000 or so
+    store.close()
+    store = Store(tmp_path / "hub.sqlite")
+    assert store.next_seq == 2601  # above everything reserved: at most SEQ_RESERVE seqs are skipped
+    store.close()
+
+
+def drop_work_file(hub, how):
+    hub.store.close()
+    work = hub.path / "hub.work.sqlite"
+    for suffix in ("-wal", "-shm"):
+        Path(str(work) + suffix).unlink(missing_ok=True)
+    if how == "lost":
+        work.unlink()
+    else:
+        work.write_bytes(b"not a database " * 300)
+
+
+@pytest.mark.parametrize("how", ["lost", "damaged"])
+def test_a_lost_work_file_costs_the_last_ticks_messages_again_and_nothing_of_the_ledger(hub, how):
+    from host_tools.hub import audit
+    _, closed = settle_round(hub)  # the last tick closed START: it may not have gone out
+    used = hub.store.next_seq - 1
+    drop_work_file(hub, how)
+    hub.open()
+    assert hub.store.work_recovered and hub.store.next_seq > used  # past any seq an unstored ACK used
+    assert (hub.path / "hub.work.sqlite.damaged").exists() == (how == "damaged")
+    again = hub.tick(SETTLE + 1)
+    assert again == closed  # START's SETTLEMENTs, BLOCK and witness requests; not its TRADE, nor block 0
+    assert hub.tick(SETTLE + 2) == []
+    hub.restart()
+    assert hub.tick(SETTLE + 3) == []  # the marks are back
+    report = audit.verify_db(hub.path / "hub.sqlite", hub.key.cose_key(), ({s.kid: HOUSE for s in (A, B, C)}, {}))
+    assert report.ok, report.problems
+
+
+def test_a_work_file_lost_before_the_first_block_still_settles_the_cleared_trades(hub):
+    hub.tick(START - 300)  # the rounds start with the interval before START
+    book(hub)
+    hub.reading(A, 1, START, 0, 10, 100, 5000)
+    hub.reading(B, 2, START, 50, 0, 7000, 0)
+    hub.tick(START)  # one trade, no block yet
+    drop_work_file(hub, "lost")
+    hub.open()
+    hub.clock.t = END + 60
+    hub.reading(A, 11, END, 0, 350, 100, 5350)
+    hub.reading(B, 22, END, 420, 0, 7420, 0)
+    out = hub.tick(SETTLE)
+    assert sum(hub.open_hub(d).type == m.TRADE for _, d in out if d[0] == 0xd2) == 2  # sent again, to both
+    assert hub.count("settlements") == 1
+    assert hub.store.query("SELECT height, interval_start FROM blocks") == [(0, START)]
+
+
+# store.py's layout before the work file (user_version 0): the hub's
+# bookkeeping in the ledger, as that hub created it (the ALTERs included)
+LAYOUT_1 = """
+CREATE TABLE devices (kid BLOB PRIMARY KEY, cose_key BLOB NOT NULL, name TEXT);
+CREATE TABLE messages (kid BLOB NOT NULL, seq INTEGER NOT NULL, type INTEGER NOT NULL, ts INTEGER NOT NULL,
+    data BLOB NOT NULL, received REAL NOT NULL, PRIMARY KEY (kid, seq));
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE trades (trade_id INTEGER PRIMARY KEY, interval_start INTEGER NOT NULL, seller BLOB NOT NULL,
+    seller_seq INTEGER NOT NULL, buyer BLOB NOT NULL, buyer_seq INTEGER NOT NULL, energy_wh INTEGER NOT NULL,
+    price INTEGER NOT NULL, msg_seq INTEGER NOT NULL);
+CREATE TABLE settlements (trade_id INTEGER PRIMARY KEY, delivered_wh INTEGER NOT NULL, amount INTEGER NOT NULL,
+    status INTEGER NOT NULL, reason TEXT, msg_seq INTEGER NOT NULL);
+CREATE TABLE postings (trade_id INTEGER NOT NULL, n INTEGER NOT NULL, account BLOB NOT NULL,
+    tokens INTEGER NOT NULL, why TEXT NOT NULL, PRIMARY KEY (trade_id, n));
+CREATE TABLE blocks (height INTEGER PRIMARY KEY, interval_start INTEGER NOT NULL, hash BLOB NOT NULL,
+    msg_seq INTEGER NOT NULL, entries INTEGER NOT NULL, committee BLOB NOT NULL);
+CREATE TABLE rounds (interval_start INTEGER PRIMARY KEY, cleared INTEGER NOT NULL DEFAULT 0,
+    settled INTEGER NOT NULL DEFAULT 0, height INTEGER, trades_sent INTEGER NOT NULL DEFAULT 0,
+    close_sent INTEGER NOT NULL DEFAULT 0);
+ALTER TABLE messages ADD COLUMN height INTEGER;
+ALTER TABLE messages ADD COLUMN interval_start INTEGER;
+ALTER TABLE messages ADD COLUMN meter BLOB;
+ALTER TABLE messages ADD COLUMN witnessed_height INTEGER;
+"""
+LEDGER_TABLES = ("devices", "messages", "trades", "settlements", "postings", "blocks", "rounds")
+
+
+def test_a_database_made_before_the_work_file_is_moved_over_once(hub):
+    import sqlite3
+    from host_tools.hub import audit
+    settle_round(hub)  # START's close (the last tick) is not marked as sent
+    acks_beyond = hub.store.next_seq + 500  # the old hub's meta.seq: ACKs used seqs nothing stored
+    hub.store.close()
+    ledger = sqlite3.connect(hub.path / "hub.sqlite")
+    want = {t: ledger.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in LEDGER_TABLES}
+    ledger.close()
+    for name in ("hub.sqlite", "hub.work.sqlite"):
+        for suffix in ("", "-wal", "-shm"):
+            (hub.path / (name + suffix)).unlink(missing_ok=True)
+    old = sqlite3.connect(hub.path / "hub.sqlite")
+    old.executescript(LAYOUT_1)
+    old.executemany("INSERT INTO devices VALUES (?, ?, ?)", [(k, c, "Alice" if k == A.kid else None)
+                                                             for k, c in want["devices"]])
+    old.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [r[:5] + (1e9 - i,) + r[5:] for i, r in enumerate(want["messages"])])
+    for table in ("trades", "settlements", "postings", "blocks"):
+        old.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * len(want[table][0]))})", want[table])
+    old.executemany("INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?)",
+                    [r + (r[1], int(r[0] != START)) for r in want["rounds"]])  # START's close not sent
+    old.executemany("INSERT INTO meta VALUES (?, ?)", [("seq", acks_beyond), ("trade_id", 1),
+                                                       ("next_round", END)])
+    old.commit()
+    old.close()
+
+    store = Store(hub.path / "hub.sqlite")
+    assert [(bytes(k), n) for k, _, n in store.devices() if n] == [(A.kid, "Alice")]
+    assert store.next_seq == acks_beyond + 1 and not store.work_recovered
+    assert store.query("PRAGMA user_version") == [(2,)]
+    assert {t: store.query(f"SELECT * FROM {t} ORDER BY rowid") for t in LEDGER_TABLES} == want
+    store.close()
+    assert (hub.path / "hub.sqlite.v1").exists()  # the old file, kept
+    hub.open()
+    assert hub.rounds.next_round() == END
+    again = hub.tick(SETTLE + 1)
+    assert {hub.open_hub(d).type for _, d in again if d[0] == 0xd2} == {m.SETTLEMENT, m.BLOCK}  # not the TRADE
+    report = audit.verify_db(hub.path / "hub.sqlite", hub.key.cose_key(), ({s.kid: HOUSE for s in (A, B, C)}, {}))
+    assert report.ok, report.problems
+    assert hub.tick(SETTLE + 2) == []  # takes them as sent
+    hub.restart()
+    assert hub.tick(SETTLE + 3) == [] and not (hub.path / "hub.sqlite.migrating").exists()
 
 
 def test_bad_configuration_is_refused(hub):

@@ -23,8 +23,10 @@ from trade import messages as m  # noqa: E402
 from trade.witness import Witness, is_request  # noqa: E402
 import cose  # noqa: E402
 
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
+
 from host_tools import cli  # noqa: E402
-from host_tools.hub import audit  # noqa: E402
+from host_tools.hub import audit, cose_es256, ledger  # noqa: E402
 
 A, B, C = Signer(0xA11CE), Signer(0xB0B), Signer(0xCA201)
 MARKET = ({s.kid: HOUSE for s in (A, B, C)}, {})
@@ -98,7 +100,12 @@ def tampered(db, tmp_path, sql, args=()):
     ("UPDATE messages SET meter = x'00' WHERE type = 1 AND seq = 1", "messages", "columns"),
     ("UPDATE blocks SET committee = substr(committee, 1, 16) WHERE height = 1", "blocks", "committee"),
     ("DELETE FROM messages WHERE type = 6 AND seq = 100", None, None),  # fewer witnesses: still final? no: pending
-    ("UPDATE meta SET value = value + 1 WHERE name = 'trade_id'", "meta", "counter"),
+    ("UPDATE trades SET trade_id = 2", "trades", "trade_id"),
+    ("UPDATE rounds SET cleared = 0 WHERE cleared = 1", "rounds", "cleared"),
+    (f"INSERT INTO rounds (interval_start) VALUES ({START + 1800})", "rounds", "cleared"),
+    ("UPDATE messages SET ts = ts + 0.5 WHERE type = 3", "messages", "type"),  # a REAL where an INTEGER was
+    ("UPDATE postings SET n = n + 10 WHERE n = 3", "postings", "n"),
+    ("PRAGMA user_version = 1", "database", "layout"),
 ])
 def test_a_change_to_a_row_is_reported_with_its_table_key_and_reason(made, tmp_path, sql, table, reason):
     db, key = made
@@ -130,74 +137,140 @@ def test_bad_arguments_and_unreadable_files(made, tmp_path):
 
 
 def content(path):
-    """What SQLite reads from the file, or None if it cannot."""
+    """What SQLite reads back from the file, or None if it cannot: user_version
+    and application_id, sqlite_master with the root pages, and every table's
+    rows with their rowids (the order blocks take entries in), as repr()s, so
+    1 and 1.0 or b"1" and "1" differ."""
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            return "\n".join(con.iterdump())
+            out = [con.execute("PRAGMA user_version").fetchall(), con.execute("PRAGMA application_id").fetchall(),
+                   con.execute("SELECT type, name, tbl_name, rootpage, sql FROM sqlite_master"
+                               " ORDER BY rowid").fetchall()]
+            for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall():
+                out.append(con.execute(f'SELECT rowid, * FROM "{name}" ORDER BY rowid').fetchall())
+            return repr(out)
         finally:
             con.close()
     except (sqlite3.Error, UnicodeDecodeError, MemoryError):
         return None
 
 
-# Bookkeeping outside the ledger that nothing signs or implies (docs: "What
-# verify cannot see"): a change to these alone is not required to be found.
-UNCHECKED = ("received", "devices.name", "trades_sent", "close_sent", "meta.seq")
+def varint(raw, i):
+    """SQLite's big-endian varint at raw[i] -> (value, next index)."""
+    v = 0
+    for k in range(8):
+        v = v << 7 | raw[i + k] & 0x7F
+        if raw[i + k] < 0x80:
+            return v, i + k + 1
+    return v << 8 | raw[i + 8], i + 9
 
 
-def masked(dump):
-    """The dump with the unchecked bookkeeping columns blanked."""
-    if dump is None:
-        return None
-    out = []
-    for line in dump.splitlines():
-        if line.startswith('INSERT INTO "messages"'):
-            parts = line.split(",")
-            parts[5] = "R"  # received
-            line = ",".join(parts)
-        elif line.startswith('INSERT INTO "rounds"'):
-            parts = line.split(",")
-            line = ",".join(parts[:4] + ["S", "S)"])
-        elif line.startswith('INSERT INTO "meta" VALUES(\'seq\''):
-            line = "meta seq"
-        elif line.startswith('INSERT INTO "devices"'):
-            line = line.rsplit(",", 1)[0]
-        out.append(line)
-    return "\n".join(out)
+def row_bytes(path):
+    """The file positions SQLite reads rows from (sqlite.org/fileformat2.html):
+    the 100-byte file header, and on every page of every table's and index's
+    b-tree, sqlite_master's too, the page header, the cell pointers and every
+    byte of every cell. Free space and free pages are left out: no row reads
+    them. The test database needs no overflow pages."""
+    raw = path.read_bytes()
+    page = int.from_bytes(raw[16:18], "big")
+    usable = page - raw[20]
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    roots = [1] + [r[0] for r in con.execute("SELECT rootpage FROM sqlite_master WHERE rootpage")]
+    con.close()
+    spots = set(range(100))
+
+    def walk(number):
+        base = (number - 1) * page
+        head = base + (100 if number == 1 else 0)
+        kind, cells = raw[head], int.from_bytes(raw[head + 3:head + 5], "big")
+        interior = kind in (2, 5)
+        size = 12 if interior else 8
+        spots.update(range(head, head + size + 2 * cells))
+        for i in range(cells):
+            at = base + int.from_bytes(raw[head + size + 2 * i:head + size + 2 * i + 2], "big")
+            j = at
+            if interior:
+                walk(int.from_bytes(raw[j:j + 4], "big"))
+                j += 4
+            if kind == 5:  # a table's interior cell: child page and a rowid
+                j = varint(raw, j)[1]
+            else:
+                length, j = varint(raw, j)
+                if kind == 13:
+                    j = varint(raw, j)[1]  # the rowid
+                local = usable - 35 if kind == 13 else (usable - 12) * 64 // 255 - 23
+                assert length <= local, "an overflow page"
+                j += length
+            spots.update(range(at, j))
+        if interior:
+            walk(int.from_bytes(raw[head + 8:head + 12], "big"))
+
+    for root in roots:
+        walk(root)
+    return spots
 
 
-def test_every_sampled_single_byte_change_to_the_database_is_found_or_changes_nothing(made, tmp_path):
+def remembered(verify1):
+    """verify1 that remembers what verified: the same bytes with a key of the
+    same point give the same answer without ECDSA again. A changed message is
+    new bytes, so it is verified for real. (The test below runs verify_db
+    6,000 times on messages that mostly did not change.)"""
+    done = {}
+
+    def point(pub):
+        return pub.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+    def check(data, lookup):
+        hit = done.get(data)
+        if hit is not None:
+            pub = lookup(hit[0])
+            if pub is not None and point(pub) == hit[1]:
+                return hit[2]
+        used = []
+        result = verify1(data, lambda kid: used.append(lookup(kid)) or used[-1])
+        done[data] = (result[0], point(used[-1]), result)
+        return result
+    return check
+
+
+def test_every_single_byte_change_to_a_row_of_the_database_is_found_or_changes_nothing(made, tmp_path, monkeypatch):
+    """Every byte SQLite reads rows from, and 300 random ones anywhere else,
+    changed one at a time: verify_db reports a problem, or SQLite reads back
+    exactly what it did before. Nothing is masked."""
     db, key = made
+    check = remembered(cose_es256.verify1)
+    monkeypatch.setattr(audit, "verify1", check)
+    monkeypatch.setattr(ledger, "verify1", check)
     raw = db.read_bytes()
     before = content(db)
     rnd = random.Random(6)
-    # every byte of a few stored values (where the ledger lives) and random bytes anywhere
-    spots = set()
-    con = sqlite3.connect(db)
+    rows = row_bytes(db)
+    spots = rows | set(rnd.sample(range(len(raw)), 300))
+    con = sqlite3.connect(db)  # the stored TRADEs, BLOCKs, a READING, a WITNESS, the committees: all in rows
     blobs = [bytes(r[0]) for r in con.execute("SELECT data FROM messages WHERE type IN (3, 5) OR seq IN (11, 100)")]
     blobs += [bytes(r[0]) for r in con.execute("SELECT committee FROM blocks")]
     con.close()
-    for blob in blobs:
-        at = raw.find(blob)
-        assert at > 0
-        spots.update(range(at - 8, at + len(blob)))  # the record header before it too
-    spots.update(rnd.sample(range(len(raw)), 300))
+    assert all(set(range(raw.find(b) - 8, raw.find(b) + len(b))) <= rows for b in blobs)
     target = tmp_path / "f.sqlite"
-    found = same = 0
-    for pos in sorted(spots):
-        bad = bytearray(raw)
-        bad[pos] ^= rnd.randrange(1, 256)
-        target.write_bytes(bad)
-        after = content(target)
-        report = audit.verify_db(target, key, MARKET)
-        if report.problems:
-            found += 1
-        else:
-            # nothing reported: SQLite must read the same ledger
-            assert after is not None and masked(after) == masked(before), pos
-            same += 1
-    assert found > len(spots) // 2
+    target.write_bytes(raw)
+    found, same = [], []
+    with open(target, "r+b") as f:
+        for pos in sorted(spots):
+            f.seek(pos)
+            f.write(bytes([raw[pos] ^ rnd.randrange(1, 256)]))
+            f.flush()
+            if audit.verify_db(target, key, MARKET).problems:
+                found.append(pos)
+            else:
+                assert content(target) == before, pos  # nothing reported: SQLite reads the same ledger
+                same.append(pos)
+            f.seek(pos)
+            f.write(raw[pos:pos + 1])
+    assert len(rows) > 6000 and len(found) > 6000 and len(found) + len(same) == len(spots)
+    # row bytes that changed nothing SQLite reads: the file header's counters and
+    # reserved bytes, and the rowids of sqlite_master's rows (page 1)
+    assert all(p < 4096 for p in same if p in rows)
 
 
 @pytest.fixture(scope="module")
@@ -224,8 +297,11 @@ def cbor2_sequence(data):
         yield cbor2.CBORDecoder(fp).decode()
 
 
-def test_every_single_byte_change_to_the_export_is_found(exported):
+def test_every_single_byte_change_to_the_export_is_found(exported, monkeypatch):
     data, key = exported
+    check = remembered(cose_es256.verify1)
+    monkeypatch.setattr(audit, "verify1", check)
+    monkeypatch.setattr(ledger, "verify1", check)
     rnd = random.Random(65)
     missed = []
     for pos in range(len(data)):
