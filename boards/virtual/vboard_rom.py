@@ -16,10 +16,15 @@
 # compat.heap_free_alloc32() leaves it out, so the heap the firmware
 # reports is the board's RAM.
 #
-# rom_ioctl() answers as vfs.rom_ioctl() does on a port built with
-# MICROPY_VFS_ROM_IOCTL (the unix port is not): 1 segment count,
-# 2 the segment's memory, 3 prepare (erase) for writing, 4 write,
-# 5 writing done, 6 block size. Negative numbers are -errno.
+# The partition is split into PGW_VBOARD_ROMFS_SEGMENTS equal segments
+# (the board file's flash.romfs.segments), ids 0, 1, ...: the A/B code
+# slots of an update (docs/ota.md). rom_ioctl() answers as vfs.rom_ioctl()
+# does on a port built with MICROPY_VFS_ROM_IOCTL (the unix port is not),
+# the stm32 port's two-segment one included: 1 segment count, 2 id the
+# segment's memory, 3 id [offset] length prepare (erase) for writing,
+# 4 id offset data write, 5 id writing done, 6 id block size. Negative
+# numbers are -errno: -EINVAL for an id out of range or a range outside
+# the segment. Segment 0 is what a port mounts at /rom when it starts.
 
 import errno
 import gc
@@ -33,6 +38,8 @@ _WORD = 8 if sys.maxsize > 2**32 else 4
 
 _path = os.getenv("PGW_VBOARD_ROMFS") or ""
 _size = int(os.getenv("PGW_VBOARD_ROMFS_BYTES") or 0)
+SEGMENTS = int(os.getenv("PGW_VBOARD_ROMFS_SEGMENTS") or 1) if _size else 0
+_seg = _size // SEGMENTS if SEGMENTS else 0  # bytes per segment
 
 gc.collect()
 RESERVED = -gc.mem_alloc()
@@ -84,29 +91,32 @@ def _store(offset, data):
 
 def rom_ioctl(op, rom_id=0, *args):
     if op == 1:
-        return 1 if _size else 0
-    if not _size or rom_id != 0:
+        return SEGMENTS
+    if not _size:
         return -errno.ENODEV
+    if not 0 <= rom_id < SEGMENTS:
+        return -errno.EINVAL
+    base = rom_id * _seg
     if op == 2:
-        return memoryview(PARTITION)
+        return memoryview(PARTITION)[base:base + _seg]
     if op == 6:
         return BLOCK
     if op == 3:  # (length) or (offset, length): erase that much
         offset, length = (0, args[0]) if len(args) == 1 else args
-        if offset < 0 or length < 0 or offset + length > _size:
+        if offset < 0 or length < 0 or offset + length > _seg:
             return -errno.EINVAL
         zeros = bytes(BLOCK)
-        for at in range(offset, offset + length, BLOCK):
-            n = min(BLOCK, offset + length - at)
+        for at in range(base + offset, base + offset + length, BLOCK):
+            n = min(BLOCK, base + offset + length - at)
             PARTITION[at:at + n] = zeros[:n]
             _store(at, zeros[:n])
         return 4  # the smallest write
     if op == 4:  # (offset, data)
         offset, data = args
-        if offset < 0 or offset + len(data) > _size:
+        if offset < 0 or offset + len(data) > _seg:
             return -errno.EINVAL
-        PARTITION[offset:offset + len(data)] = data
-        _store(offset, data)
+        PARTITION[base + offset:base + offset + len(data)] = data
+        _store(base + offset, data)
         return 0
     if op == 5:
         return 0
@@ -114,12 +124,13 @@ def rom_ioctl(op, rom_id=0, *args):
 
 
 def mount():
-    """Mount the partition at /rom if it holds a ROMFS image, as a port does
-    at start-up; True if mounted."""
+    """Mount segment 0 at /rom if it holds a ROMFS image, as a port does
+    at start-up; True if mounted. boot.py may then mount another segment
+    there (docs/ota.md)."""
     if not _size:
         return False
     try:
-        vfs.mount(vfs.VfsRom(memoryview(PARTITION)), "/rom")
+        vfs.mount(vfs.VfsRom(memoryview(PARTITION)[:_seg]), "/rom")
     except OSError:  # erased, or not a ROMFS image
         return False
     return True

@@ -257,6 +257,12 @@ class App:
             asyncio.create_task(self.control.run())
         if self.ha is not None:
             asyncio.create_task(self.ha.run())
+        if boot.ota_trial:
+            # a new version on trial: committed once healthy, else reset and rolled back
+            from gateway.ota import watch_trial
+
+            asyncio.create_task(watch_trial(self, usbconsole.say))
+            watch_trial = None  # the module goes once the trial is over
         await self.crashed.wait()
         raise self.crash or RuntimeError("app task failed")
 

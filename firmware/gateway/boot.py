@@ -22,6 +22,10 @@ config_saved = {}  # path -> its "path value" line as `config set` saved it this
 record = None
 safe_reason = "boot did not finish"  # run() replaces it; a failed boot stays safe
 boot_ticks = ticks_ms()
+# set by boot.py (docs/ota.md): the ROM segment mounted at /rom (None: no
+# A/B slots), and whether its version runs on trial
+rom_slot = None
+ota_trial = False
 
 _CAUSE_NAMES = const(("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET"))
 

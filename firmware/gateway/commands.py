@@ -68,11 +68,36 @@ def cmd_status(app):
         ("boots", boot.record.boots),
         ("reset", boot.reset_cause_name()),
     ]
+    if boot.rom_slot is not None:
+        rows.append(("ota", _ota_line()))
     if app.hub is not None:
         rows.append(("clock", app.hub.clock_line()))
     if boot.config_errors:
         rows.append(("config", "; ".join(boot.config_errors)))
     return table(rows)
+
+
+def _ota_line():
+    # The code slot that runs and the slot record's state, read as text
+    # (without lib/otaslots: this answer stays small; docs/ota.md).
+    rec = {}
+    try:
+        with open("/state/ota.txt") as f:
+            for field in f.read(200).split():
+                key, _, value = field.partition("=")
+                rec[key] = value
+    except OSError:
+        pass
+    line = "slot %d, seq %s" % (boot.rom_slot, rec.get("seq", "0"))
+    if rec.get("slot", "0") != "%d" % boot.rom_slot:
+        line += " (the record names slot %s)" % rec.get("slot")
+    if rec.get("trial") == "1":
+        line += ", on trial: rolls back to seq %s unless healthy" % rec.get("prev_seq")
+    if rec.get("stage"):
+        line += ", seq %s %s" % (rec["stage"], "staged" if rec.get("ready") == "1" else "being written")
+    if rec.get("failed"):
+        line += ", seq %s rolled back" % rec["failed"]
+    return line
 
 
 def _need_hub(app):

@@ -175,6 +175,16 @@ class Trading:
         self.log("witnessed block %d: %d of ours proven, %d unchecked" % (
             got.height, len(got.proven), len(got.unchecked)))
 
+    def delivering(self, now_s, ahead_s=0):
+        # True while an interval with a trade of ours runs, or when one
+        # starts within ahead_s: gateway/ota.py switches versions outside them.
+        start = now_s - now_s % self.interval_s
+        while start <= now_s + ahead_s:
+            if self.agent.committed(start) != (0, 0):
+                return True
+            start += self.interval_s
+        return False
+
     # ---- every dispatcher period ----
 
     def step(self):

@@ -361,6 +361,7 @@ class VirtualBoard:
             PGW_VBOARD_ROMFS=str(self.romfs),
             PGW_VBOARD_STANDINS=str(self.standins),
             PGW_VBOARD_ROMFS_BYTES=str(self.board.romfs_bytes),
+            PGW_VBOARD_ROMFS_SEGMENTS=str(self.board.romfs_segments),
             PGW_VBOARD_HEAP_KB=str(self.heap_kb),
         )
         cmd = [micropython_path(), "-X", f"heapsize={self.heapsize()}", "-i", str(ROM)]

@@ -27,6 +27,7 @@ DEFAULTS = {
     "household": {"battery_capacity_wh": 0, "ev_departure": "", "ev_target_wh": 0, "reserve_pct": 20,
                   "trading": True},
     "control": {"grid_meter": "", "battery_meter": "", "ev_meter": "", "period_ms": 2000, "manual_s": 3600},
+    "ota": {"trial_s": 1800},
 }
 REASONS = ("object", "unknown", "type", "range", "format", "rule", "key", "limits", "meters", "read_only")
 
