@@ -140,7 +140,9 @@ class Bundle(NamedTuple):
 
 
 def build_bundle(board, key: ReleaseKey, seq: int, version: str, min_prev_seq: int = 0,
-                 firmware: bytes | None = None, created: int | None = None) -> Bundle:
+                 firmware: bytes | None = None, created: int | None = None, files: dict | None = None) -> Bundle:
+    """files: {device path: local file} to bundle instead of this checkout's
+    code_files(board) (tests bundle variants of the firmware)."""
     if not 1 <= seq <= om.MAX_SEQ:
         raise OtaBuildError("seq", f"--seq must be in 1..{om.MAX_SEQ}")
     if not 0 <= min_prev_seq < seq:
@@ -162,7 +164,7 @@ def build_bundle(board, key: ReleaseKey, seq: int, version: str, min_prev_seq: i
                     ((KIND_INDEX, 1, bytes(32)), (KIND_FILES, 1, bytes(32))), created).encode()
     except OtaError as e:
         raise OtaBuildError(e.reason, str(e)) from None
-    files = code_files(board)
+    files = code_files(board) if files is None else dict(sorted(files.items()))
     index = index_bytes(files)
     if board.romfs_bytes:
         kind = KIND_ROMFS

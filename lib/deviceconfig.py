@@ -75,7 +75,7 @@ class Field:
 class ConfigError(ValueError):
     # reason: "object" (the config or a section is not a JSON object),
     # "unknown" (no such field), "type", "range", "format" (a string's
-    # form), "rule" (two fields disagree), "key" (hub.key), "limits"
+    # form), "rule" (two fields disagree), "key" (hub.key, ota.key), "limits"
     # (envelope.Limits refused the section), "meters", "read_only" (meters
     # from the console). path: the field concerned, or None.
     def __init__(self, reason, message, path=None):
@@ -154,6 +154,7 @@ SCHEMA = (
     ("control.period_ms", "int", 2000, (500, 10000), "dispatcher step: targets into actions"),
     ("control.manual_s", "int", 3600, (60, 86400), "how long a technician's setpoint holds"),
     ("ota.trial_s", "int", 1800, (10, 86400), "seconds a new version has to get healthy, else rolled back"),
+    ("ota.key", "key", b"", _MAX_KEY, "the COSE_Key of the release key that signs OTA manifests"),
 )
 
 # Envelope fields that are not config: the departure comes from household.
@@ -276,7 +277,7 @@ def _check_key(path, v, max_bytes):
     try:
         cose.decode_key(bytes.fromhex(v))
     except cose.CoseError as e:
-        return None, "key", "%s is not a usable hub key (%s)" % (path, e)
+        return None, "key", "%s is not a usable %s key (%s)" % (path, "hub" if path == "hub.key" else "release", e)
     return bytes.fromhex(v), None, None
 
 

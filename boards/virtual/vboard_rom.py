@@ -44,6 +44,7 @@ _seg = _size // SEGMENTS if SEGMENTS else 0  # bytes per segment
 gc.collect()
 RESERVED = -gc.mem_alloc()
 PARTITION = bytearray(_size)  # erased flash reads as zeros here
+_ZEROS = bytes(256)  # what an erase writes, a piece at a time
 RESERVED += gc.mem_alloc()  # what the partition took, until hold()
 STANDINS = 0  # the rest of what the board took (rom.py, the stand-ins, the link), set by hold()
 _ballast = None
@@ -105,10 +106,13 @@ def rom_ioctl(op, rom_id=0, *args):
         offset, length = (0, args[0]) if len(args) == 1 else args
         if offset < 0 or length < 0 or offset + length > _seg:
             return -errno.EINVAL
-        zeros = bytes(BLOCK)
-        for at in range(base + offset, base + offset + length, BLOCK):
-            n = min(BLOCK, base + offset + length - at)
-            PARTITION[at:at + n] = zeros[:n]
+        # In small steps from one buffer made at start-up: on a board the
+        # erase is C code, and it must not need a 4 KB block of a
+        # fragmented heap here either (an update is written late in a day).
+        part, zeros = memoryview(PARTITION), memoryview(_ZEROS)
+        for at in range(base + offset, base + offset + length, len(_ZEROS)):
+            n = min(len(_ZEROS), base + offset + length - at)
+            part[at:at + n] = zeros[:n]
             _store(at, zeros[:n])
         return 4  # the smallest write
     if op == 4:  # (offset, data)

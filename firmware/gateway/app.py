@@ -111,6 +111,9 @@ class App:
                 self.control.clock_s = hub.now_s
                 if self.config["household"]["trading"] and self.control.dispatcher is not None:
                     self._start_trading()
+        self.ota = None  # gateway.otadownload's OtaDownload, from the first announcement on
+        if self.hub is not None and self.config["ota"]["key"]:
+            self._listen_for_updates()
         self.ha = None
         if self.config["ha_discovery"] and self.hub is not None:
             # Imported only when on: Home Assistant discovery costs no heap by default.
@@ -119,6 +122,29 @@ class App:
             # the settled balance; None (HA: unknown) without trading
             self.ha = self.hub.ha = HomeAssistant(self.config, self.hub, self.meters, self.control, VERSION,
                                                   self._balance, usbconsole.say)
+
+    def _listen_for_updates(self):
+        # Subscribed from the start; the downloader (its reader, the slot
+        # writer) is imported only when the hub announces a bundle.
+        from trade import topics
+
+        c, kid = self.config["community"], self.hub.key.kid
+        self.hub.link.subscriptions.append(topics.hub(c, "ota"))
+        self.hub.link.subscriptions.append(topics.device(c, kid, "ota") + "/+")
+        self.hub.uplink.on_other = self._update_message
+
+    def _update_message(self, topic, payload):
+        try:
+            if self.ota is None:
+                if not topic.endswith(b"/hub/ota"):
+                    return
+                from gateway.otadownload import OtaDownload
+
+                self.ota = OtaDownload(self, usbconsole.say)
+                asyncio.create_task(self.ota.run())
+            self.ota.on_message(topic, payload)
+        except Exception as e:  # said, not swallowed by the MQTT link; the app runs on
+            usbconsole.say("ota: %s: %s" % (type(e).__name__, e))
 
     def _balance(self):
         return None if self.trading is None else self.trading.balance

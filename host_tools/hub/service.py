@@ -178,10 +178,13 @@ class HubService:
 
     def serve_ota(self, release_keys, every_s=60.0):
         """Check, announce and serve OTA bundles signed by these release keys
-        ((x, y) each; host_tools/hub/ota.py). Call before start()."""
+        ((x, y) each; host_tools/hub/ota.py)."""
         from host_tools.hub.ota import OtaRelease
 
         self.ota = OtaRelease(self.community, self.key, release_keys, self.store.take_seqs, every_s)
+        if self.connected.is_set():  # started already: subscribe now, as a (re)connect does
+            for topic in self.ota.subscriptions():
+                self.client.subscribe(topic, qos=1)
         threading.Thread(target=self._tick_ota, name="pgw-hub-ota", daemon=True).start()
         return self.ota
 

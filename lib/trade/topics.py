@@ -5,6 +5,8 @@
 #   pgw/1/<community>/dev/<kid>/status                  "online"/"offline" (last will), retained
 #   pgw/1/<community>/dev/<kid>/in                      hub -> that device (trade,
 #                                                       settlement, command, ack)
+#   pgw/1/<community>/dev/<kid>/otaget                  device -> hub: OTA chunks wanted
+#   pgw/1/<community>/dev/<kid>/ota/<n>                 hub -> that device: chunk n of a bundle
 #   pgw/1/<community>/hub/block|ota                     hub -> everyone
 #   pgw/1/<community>/hub/key                           hub's COSE_Key, retained
 #
@@ -15,7 +17,7 @@ from compat import const
 
 _PREFIX = const("pgw/1/")
 _DEVICE_OUT = const(("reading", "order", "witness"))
-_DEVICE_OTHER = const(("key", "in", "status"))
+_DEVICE_OTHER = const(("key", "in", "status", "otaget", "ota"))
 _HUB_OUT = const(("block", "ota"))
 
 

@@ -69,6 +69,7 @@ class Uplink:
         self.log = log
         self.on_inbound = on_inbound
         self.on_signed = None
+        self.on_other = None  # on_other(topic, payload): messages on the link's other topics
         self.resend_ms = resend_ms
         st = journal.stats()
         floor = max(st["newest"] or 0, st["acked"] or 0) + 1
@@ -110,6 +111,8 @@ class Uplink:
 
     def _on_message(self, topic, payload):
         if topic != self._in_topic:
+            if self.on_other is not None:  # e.g. OTA announcements and chunks
+                self.on_other(topic, payload)
             return
         if payload[:1] != _TAG_SIGN1:
             # not a COSE_Sign1: a witness request (lib/trade/witness.py checks it)

@@ -1,0 +1,274 @@
+# The OTA download (docs/ota.md, "Download"): the hub's signed
+# announcement, the bundle asked for a few chunks at a time, checked as it
+# streams by lib/ota's reader, its code written into the other ROM slot by
+# gateway.ota, and the switch at a safe moment.
+#
+# Resume: the manifest and index are kept in _HEAD as they pass, and a
+# progress line every 4 KB of code stored (gateway.ota resumes at whole
+# blocks). After a reboot or a lost link, a new reader is fed _HEAD and the
+# stored code back (hashed again, not written again) and the download goes
+# on from the next chunk. A bundle the reader refuses is remembered by its
+# SHA-256 and not fetched again; the device keeps running what it runs.
+import os
+
+import asyncio
+import cose
+from compat import const, ticks_diff, ticks_ms
+from gateway import boot
+from gateway import ota as install
+from ota.bundle import BundleReader
+from ota.manifest import KIND_INDEX, KIND_ROMFS, VENDOR_ID, OtaError, Policy, class_id
+from trade import messages, topics
+
+_HEAD = const("/state/ota-head.bin")  # in boot.STATE_DIR, spelt out: const() folds no concatenation
+_PROGRESS = const("/state/ota-dl.txt")
+_CHUNK = const(1024)  # the hub's chunk size (host_tools/hub/ota.py CHUNK)
+_WINDOW = const(4)  # chunks asked for at once: 4 KB in flight, one read at a time
+_ASK_AGAIN_MS = const(3000)  # a window not answered in this time is asked for again
+_MAX_INDEX = const(16384)
+_BLOCK = const(4096)
+
+
+def _line(path):
+    try:
+        with open(path) as f:
+            return f.read(200).split()
+    except OSError:
+        return []
+
+
+class _Sink:
+    # Where the reader's checked bytes go: the head file, the ROM slot.
+    def __init__(self, dl):
+        self.dl = dl
+        self.head = None
+        self.job = None  # gateway.ota's Job, once the code starts
+
+    def _keep(self, mv):
+        if self.head is None:
+            self.head = open(_HEAD, "ab")
+        self.head.write(mv)
+
+    def manifest(self, m, signed, stored):
+        self.dl.manifest = m
+        if stored < len(signed):
+            self._keep(signed[stored:])
+
+    def component(self, kind, size, stored):
+        if kind == KIND_ROMFS:
+            if self.head is not None:
+                self.head.close()
+                self.head = None
+            m = self.dl.manifest
+            self.job = install.resume(m.seq, size, stored) if stored else install.begin(m.seq, size)
+        elif kind != KIND_INDEX:
+            raise OtaError("components", "kind %d is not installed here" % kind)
+
+    def index_entry(self, path, size, sha256):
+        pass
+
+    def data(self, kind, offset, mv):
+        if kind == KIND_INDEX:
+            self._keep(mv)
+        else:
+            self.job.write(offset, mv)
+            self.dl.code_at = offset + len(mv)
+
+    def component_end(self, kind):
+        if kind == KIND_ROMFS:
+            self.job.finish(self.dl.manifest.component(KIND_ROMFS)[1])
+
+    def file(self, path, size, sha256, stored):
+        raise OtaError("components", "files are not installed here")
+
+    file_end = read_index = file
+
+
+class OtaDownload:
+    def __init__(self, app, log=print):
+        cfg = app.config
+        self.app = app
+        self.log = log
+        self.hub = app.hub
+        kid = self.hub.key.kid
+        c = cfg["community"]
+        self.ann_topic = topics.hub(c, "ota").encode()
+        self.chunk_prefix = (topics.device(c, kid, "ota") + "/").encode()
+        self.ask_topic = topics.device(c, kid, "otaget")
+        rkid, pub = cose.decode_key(cfg["ota"]["key"])
+        slot_bytes = len(install.rom_ioctl()(2, 1))
+        self.policy = Policy(lambda k: pub if k == rkid else None, VENDOR_ID,
+                             class_id(VENDOR_ID, app.board.name), install.load().seq,
+                             {KIND_INDEX: _MAX_INDEX, KIND_ROMFS: slot_bytes}, _MAX_INDEX + slot_bytes + 2048)
+        self.wake = asyncio.Event()
+        self.target = None  # (sha256, size, bundle id) being fetched
+        self.reader = None
+        self.manifest = None
+        self.code_at = 0  # code bytes handed to the slot
+        self.saved_at = 0  # code bytes the progress line vouches for
+        self.next = 0  # the next chunk wanted
+        self.asked_ms = 0
+        self.state = "idle"
+        self.refused = None  # SHA-256 of the last bundle refused
+        self.chunks = 0
+        p = _line(_PROGRESS)
+        if len(p) == 2 and p[0] == "refused":
+            self.refused = bytes.fromhex(p[1])
+        elif len(p) == 4:
+            self._resume(bytes.fromhex(p[0]), int(p[1]), p[2], int(p[3]))
+
+    def describe(self):
+        if self.target is None:
+            return self.state
+        return "%s: %d of %d bytes" % (self.state, min(self.next * _CHUNK, self.target[1]), self.target[1])
+
+    # ---- from the hub ----
+
+    def on_message(self, topic, payload):
+        if topic == self.ann_topic:
+            self._announced(payload)
+        elif topic.startswith(self.chunk_prefix) and self.reader is not None:
+            try:
+                n = int(topic[len(self.chunk_prefix):].decode())
+            except ValueError:
+                return
+            if n == self.next:
+                self._chunk(payload)
+
+    def _announced(self, payload):
+        try:
+            m = messages.open_signed(payload, self.hub.uplink.hub_lookup)
+        except (messages.ProtocolError, cose.CoseError) as e:
+            self.log("ota: refused an announcement: %s" % e)
+            return
+        if m.type != messages.OTA:
+            return
+        sha, url = m["sha256"], m.fields.get("url") or ""
+        if sha == self.refused or (self.target is not None and self.target[0] == sha):
+            return
+        if self.state in ("staged", "switching") or not url.startswith("ota/"):
+            return
+        self._clear()
+        self.log("ota: version %s announced (%d bytes): downloading" % (m["version"], m["size"]))
+        self.target = (sha, m["size"], url[4:])
+        self._start(0)
+        self._save()
+
+    def _start(self, stored):
+        sink = _Sink(self)
+        self.reader = BundleReader(self.policy, sink, stored)
+        self._skip = 0
+        self.state = "downloading"
+        self.wake.set()
+        return sink
+
+    def _chunk(self, payload):
+        self.chunks += 1
+        self.next += 1
+        if self._skip:  # resumed inside this chunk: its first bytes are stored
+            payload = memoryview(payload)[self._skip:]
+            self._skip = 0
+        try:
+            done = self.reader.feed(payload)
+            if done:
+                self.reader.finish()
+        except Exception as e:  # OtaError, SlotError, OSError; anything else is said too
+            self._refuse(e)
+            return
+        if done:
+            self.state = "staged"
+            self.reader = None
+            self.log("ota: version %s (seq %d) checked and staged" % (self.manifest.version, self.manifest.seq))
+            self._save()
+        elif self.code_at - self.saved_at >= _BLOCK:
+            self._save()
+        self.wake.set()
+
+    def _refuse(self, e):
+        self.log("ota: bundle refused: %s%s; keeping seq %d" % (
+            "" if isinstance(e, (OtaError, install.SlotError)) else type(e).__name__ + ": ", e,
+            self.policy.installed_seq))
+        self.refused = self.target[0] if self.target is not None else None
+        self._clear()
+        boot.write_atomic(_PROGRESS, "refused %s\n" % self.refused.hex())
+
+    def _clear(self):
+        self.target = self.reader = self.manifest = None
+        self.state = "idle"
+        self.code_at = self.saved_at = self.next = self._skip = 0
+        try:
+            os.remove(_HEAD)
+        except OSError:
+            pass
+
+    def _save(self):
+        # What a reboot may resume from: the head and the code up to a whole block
+        if self.state == "staged":
+            boot.write_atomic(_PROGRESS, "refused %s\n" % self.target[0].hex())  # staged: never again
+            return
+        at = self.code_at - self.code_at % _BLOCK
+        sha, size, bid = self.target
+        boot.write_atomic(_PROGRESS, "%s %d %s %d\n" % (sha.hex(), size, bid, at))
+        self.saved_at = at
+
+    def _resume(self, sha, size, bid, at):
+        self.target = (sha, size, bid)
+        if at:
+            try:
+                self._refeed(at)
+                self.log("ota: resuming at %d of %d bytes" % (self.reader.offset, size))
+                return
+            except (OtaError, install.SlotError, OSError, ValueError) as e:
+                self.log("ota: cannot resume (%s): starting over" % e)
+        self._clear()
+        self.target = (sha, size, bid)
+        self._start(0)
+
+    def _refeed(self, at):
+        # The bytes kept before the reboot, through a reader told they are
+        # stored: hashed and checked again, not written again. The sink
+        # resumes the slot's job when the code component starts.
+        head = os.stat(_HEAD)[6]
+        sink = self._start(head + at)
+        buf = bytearray(_CHUNK)
+        mv = memoryview(buf)
+        with open(_HEAD, "rb") as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                self.reader.feed(mv[:n])
+        if sink.job is None:
+            raise OtaError("storage", "the kept head does not end where the code starts")
+        code = sink.job.stored()
+        for i in range(0, at, _CHUNK):
+            self.reader.feed(code[i:min(i + _CHUNK, at)])
+        self.code_at = self.saved_at = at
+        self.next, self._skip = divmod(head + at, _CHUNK)
+
+    # ---- the task ----
+
+    async def run(self):
+        link = self.hub.link
+        while True:
+            try:
+                await asyncio.wait_for_ms(self.wake.wait(), _ASK_AGAIN_MS)
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()
+            if self.state == "staged":
+                self.state = "switching"
+                await install.switch_when_safe(self.app, self.log)
+            if self.reader is None or link.state != "up":
+                continue
+            now = ticks_ms()
+            if self.next % _WINDOW == 0 or ticks_diff(now, self.asked_ms) >= _ASK_AGAIN_MS:
+                self.asked_ms = now
+                await link.publish(self.ask_topic, _ask(self.target[2], self.next))
+
+
+def _ask(bid, first):
+    # CBOR [id, first, count]: a text of 16, two small uints
+    import cbor
+
+    return cbor.dumps([bid, first, _WINDOW])
