@@ -63,7 +63,7 @@ fuzz: $(STAMP)
 soak: $(STAMP) ensure-broker
 	PGW_SOAK=1 $(PY) -m pytest tests/e2e/test_gateway_day.py
 
-# The hub killed with SIGKILL 200 times (make test skips it for now)
-# (tests/host/test_hub_kills.py, docs/hub.md): about 90 s.
+# The hub killed with SIGKILL 200 times instead of make test's 16
+# (tests/host/test_hub_kills.py, docs/hub.md): about 2 minutes.
 hub-soak: $(STAMP) ensure-broker
 	PGW_HUB_SOAK=1 $(PY) -m pytest -s tests/host/test_hub_kills.py

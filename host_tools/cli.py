@@ -107,6 +107,18 @@ def _sim(args):
     return run(args)
 
 
+def _provision_args(p):
+    from host_tools.provision import add_arguments
+
+    add_arguments(p)
+
+
+def _provision(args):
+    from host_tools.provision import run
+
+    return run(args)
+
+
 def _hub_args(p):
     from host_tools.hub.service import add_arguments
 
@@ -150,6 +162,8 @@ COMMANDS = {
     "deploy": (_deploy_args, _deploy, "compile firmware/ and lib/ to .mpy and copy them to a board"),
     "console": (_console_args, _console, "technician console on a board's USB serial"),
     "sim": (_sim_args, _sim, "meter simulators for tests and the demo: sim dlms | sim modbus"),
+    "provision": (_provision_args, _provision, "make a deployed board a community's gateway: its key on the board, "
+                  "registered with the hub by an installer key, its config; provision keygen | decommission"),
     "hub": (_hub_args, _hub, "the neighbourhood hub: checks, stores and acknowledges the gateways' messages"),
     "ledger": (_ledger_args, _ledger, "audit the hub's ledger: ledger verify DB | ledger export DB --out FILE"),
     "ota": (_ota_args, _ota, "signed update bundles: ota keygen | ota build | ota show"),

@@ -28,8 +28,10 @@ def dispatch(app, line):
         "meter states and key readings; NAME: all of one meter; NAME profile [hours]: its load profile (default 24 h)",
         (Arg("name", optional=True, maxlen=16), Arg("what", "choice", choices=("profile",), optional=True),
          Arg("hours", "int", 1, 1080, optional=True)))
-    add("identity", cmd_identity, "the device's signing key: kid and public COSE_Key; provision: make it, once",
-        (Arg("what", "choice", choices=("provision",), optional=True),))
+    add("identity", cmd_identity, "the device's signing key: kid and public COSE_Key; provision: make it, once; "
+        "rotate KID: a new key in its place; wipe KID: delete key and config, reboot",
+        (Arg("what", "choice", choices=("provision", "rotate", "wipe"), optional=True),
+         Arg("kid", optional=True, maxlen=16)))
     add("net", cmd_net, "WiFi, MQTT, round trip, reconnects, uplink and NTP counters")
     add("journal", cmd_journal, "store-and-forward journal: depth, oldest unacknowledged, capacity")
     add("trades", cmd_trades, "trading: the current interval, the plans and orders ahead, settlements, balance")
@@ -127,22 +129,36 @@ def cmd_journal(app):
     return table(rows)
 
 
-def cmd_identity(app, what=None):
+def cmd_identity(app, what=None, kid=None):
     # Only the public half is ever shown; the private key stays in its file.
     from gateway import keys
 
-    try:
-        key = keys.provision() if what == "provision" else keys.load()
-    except keys.KeyProviderError as e:
-        raise ConsoleError(str(e))
-    if key is None:
-        return "no signing key yet: `identity provision` makes one on this device"
+    rows = ()
+    if what == "rotate" or what == "wipe":
+        from gateway import identity  # the kid confirms; dropped after the line
+
+        try:
+            if what == "wipe":
+                return "wiped: key %s deleted, config reset to defaults; rebooting" % identity.wipe(kid).hex()
+            old, key = identity.rotate(kid)
+        finally:
+            boot.forget_modules(("gateway.identity",))
+        rows = (("old kid", "%s (replaced; the new key signs from the next reboot)" % old.hex()),)
+    elif kid is not None:
+        raise ConsoleError("usage: identity [provision|rotate KID|wipe KID]")
+    else:
+        try:
+            key = keys.provision() if what == "provision" else keys.load()
+        except keys.KeyProviderError as e:
+            raise ConsoleError(str(e))
+        if key is None:
+            return "no signing key yet: `identity provision` makes one on this device"
     import cose
 
     pub = key.public_key()
-    return table((("kid", key.kid.hex()),
-                  ("provider", key.describe()),
-                  ("cose_key", cose.encode_key(*pub).hex())))
+    return table(rows + (("kid", key.kid.hex()),
+                         ("provider", key.describe()),
+                         ("cose_key", cose.encode_key(*pub).hex())))
 
 
 def cmd_meters(app, name=None, what=None, hours=None):

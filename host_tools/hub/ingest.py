@@ -58,6 +58,7 @@ class Ingest:
         self.counts = Counter()
         self._counting = threading.Lock()  # check() may run in several threads at once
         self._keys = {}
+        self.revoked = set()  # kids an installer revoked (registry.py): their messages are refused
         for kid, cose_key, _ in store.devices():
             self._keys[bytes(kid)] = decode_cose_key(bytes(cose_key))[1]
 
@@ -66,6 +67,11 @@ class Ingest:
         self.store.add_device(kid, cose_key, name)
         self._keys[kid] = pub
         return kid
+
+    def _key_of(self, kid):
+        if kid in self.revoked:
+            raise Rejected("revoked", kid.hex())
+        return self._keys.get(kid)
 
     def subscriptions(self):
         return [f"pgw/1/{self.community}/dev/+/{leaf}" for leaf in TOPIC_TYPES]
@@ -96,7 +102,7 @@ class Ingest:
         want = TOPIC_TYPES.get(parts[5])
         if want is None:
             raise Rejected("topic", topic)
-        kid, body = verify1(payload, self._keys.get)
+        kid, body = verify1(payload, self._key_of)
         if kid.hex() != parts[4]:
             raise Rejected("topic", "signed by %s, sent on %s's topic" % (kid.hex(), parts[4]))
         try:

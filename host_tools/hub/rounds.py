@@ -17,11 +17,12 @@ database, one interval at a time (docs/hub.md, "Rounds"). No broker, no clock:
   at all, and never does it twice. The next interval to close is the one
   after the last block's (before the first block: the work file's
   `rounds_start`).
-- What a step returned is taken as published when the next tick starts,
-  and marked so in the work file; a new Rounds (a restart) publishes again
-  the steps not so marked. Devices ignore a repeated trade_id and a block
-  they witnessed already. A lost work file: only the last tick's steps
-  are sent again (the ones whose hub messages carry the newest ts).
+- What a step returned is marked published, in the work file, by the first
+  tick told that the broker has all of it (tick(now, published=True)); a
+  new Rounds (a restart) publishes again the steps not so marked. Devices
+  ignore a repeated trade_id and a block they witnessed already. A lost
+  work file: only the last tick's steps are sent again (the ones whose hub
+  messages carry the newest ts).
 - Integers only; money and energy are settlement.py's, rounding included.
 """
 
@@ -139,26 +140,30 @@ class Rounds:
             return min(gate, int(now))
         return min(gate, nxt + self.interval_s + self.settle_after_s)
 
-    def tick(self, now):
+    def tick(self, now, published=True):
         """Do what is due at `now` -> [(topic, payload)] to publish, in order.
-        Publish them before the next tick: that tick takes them as sent."""
+        published: whether the broker has acknowledged everything earlier
+        ticks returned. True marks those steps sent; False leaves them
+        unmarked (a restart sends them again) until a later tick says True."""
         now = int(now)
         with self._lock:
             try:
-                return self._tick(now)
+                return self._tick(now, published)
             except Exception:
                 # steps this tick committed did not go out: the next tick
                 # sends every unmarked step again, as after a restart
                 self._unconfirmed = None
                 raise
 
-    def _tick(self, now):
+    def _tick(self, now, published):
         # under self._lock
         if self._unconfirmed is None:
             out, done = self._unsent()  # a restart: what may not have gone out
-        else:
+        elif published:
             self._mark_sent(self._unconfirmed)
             out, done = [], []
+        else:  # still queued in the MQTT client: neither sent again nor marked
+            out, done = [], list(self._unconfirmed)
         for start in self._due_gates(now):
             out += self._clear(start, now)
             done.append(("trades", start))

@@ -2,14 +2,16 @@
 rounds (market, settlement, ledger) on a timer thread when given a market.
 
     pgw hub --state DIR [--broker mqtt://HOST:PORT | --broker-port 1883] [--community demo]
-            [--register FILE.cose ...] [--market FILE.json]
+            [--register FILE.cose ...] [--installer-key FILE.cose ...] [--market FILE.json]
 
 The hub's key is DIR/hub.pem (made on first start); its COSE_Key is
 published retained on pgw/1/<community>/hub/key and written to
-DIR/hub.cose for provisioning devices."""
+DIR/hub.cose for provisioning devices. Installers' registrations arrive on
+pgw/1/<community>/installer/register (host_tools/hub/registry.py)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import queue
 import signal
@@ -24,6 +26,7 @@ import paho.mqtt.client as mqtt
 from host_tools.hub.cose_es256 import HubKey
 from host_tools.hub.ingest import MAX_SKEW_S, Ingest
 from host_tools.hub.ratelimit import DeviceBudgets
+from host_tools.hub.registry import Registry, load_public_key
 from host_tools.hub.rounds import Rounds
 from host_tools.hub.store import Store
 
@@ -35,13 +38,14 @@ PARALLEL_FROM = 8  # a batch this long is checked in two halves at once (OpenSSL
 
 class HubService:
     def __init__(self, state_dir, host="127.0.0.1", port=1883, community="demo", clock=time.time,
-                 device_rate=50.0, device_burst=400, max_skew_s=MAX_SKEW_S):
+                 device_rate=50.0, device_burst=400, max_skew_s=MAX_SKEW_S, installer_keys=()):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.key = HubKey.load_or_create(self.state_dir / "hub.pem")
         (self.state_dir / "hub.cose").write_bytes(self.key.cose_key())
         self.store = Store(self.state_dir / "hub.sqlite")
         self.ingest = Ingest(self.store, self.key, community, clock, max_skew_s)
+        self.registry = Registry(self.store, self.key, self.ingest, community, installer_keys)
         self.community = community
         self.clock = clock
         self.budgets = DeviceBudgets(device_rate, device_burst)
@@ -69,7 +73,8 @@ class HubService:
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             return
-        topics = self.ingest.subscriptions() + (self.ota.subscriptions() if self.ota is not None else [])
+        topics = (self.ingest.subscriptions() + self.registry.subscriptions()
+                  + (self.ota.subscriptions() if self.ota is not None else []))
         self._pending_subs = {client.subscribe(topic, qos=1)[1] for topic in topics}
         client.publish(f"pgw/1/{self.community}/hub/key", self.key.cose_key(), qos=1, retain=True)
         self.connected.set()
@@ -84,6 +89,14 @@ class HubService:
             self.subscribed.set()
 
     def _on_message(self, client, userdata, msg):
+        if self.registry.owns(msg.topic):  # rare, and answered at once: handled on paho's thread
+            try:
+                for topic, payload in self.registry.handle(msg.topic, msg.payload):
+                    client.publish(topic, payload, qos=1)
+            except Exception as e:  # a bug or a failing disk, not a bad request (those are counted)
+                self.registry.counts["failed"] += 1
+                print(f"pgw hub: a registration failed: {type(e).__name__}: {e}", flush=True)
+            return
         parts = msg.topic.split("/", 5)
         if len(parts) > 4 and parts[3] == "dev" and not self.budgets.allow(parts[4]):
             self.ingest.counts["rate_limited"] += 1
@@ -171,6 +184,10 @@ class HubService:
         every `period_s` of wall time, so TRADEs leave well within 1 s of
         gate closure even on an accelerated clock."""
         self.rounds = Rounds(self.store, self.key, self.community, households, **kw)
+        # mids the broker acknowledged, read by the round thread (a PUBACK may
+        # come before publish() has returned its mid, so no set here)
+        self._pubacks = collections.deque()
+        self.client.on_publish = lambda client, userdata, mid, *rest: self._pubacks.append(mid)
         self._round_thread = threading.Thread(target=self._tick_rounds, args=(period_s,), name="pgw-hub-rounds",
                                               daemon=True)
         self._round_thread.start()
@@ -196,15 +213,21 @@ class HubService:
                 self.client.publish(topic, payload, qos=1, retain=retain)
 
     def _tick_rounds(self, period_s):
+        # A step counts as sent once the broker has acknowledged all of it
+        # (QoS 1 PUBACK), not once paho has queued it: a hub killed before
+        # that (e.g. still connecting) must send it again after its restart.
+        unacked = set()  # mids of round messages the broker has not acknowledged
         while not self._stop.is_set():
+            while self._pubacks:
+                unacked.discard(self._pubacks.popleft())
             try:
-                out = self.rounds.tick(self.clock())
+                out = self.rounds.tick(self.clock(), published=not unacked)
             except Exception as e:  # a bad round must not stop the next ones; counted, and said
                 self.rounds.counts["tick_failed"] += 1
                 print(f"pgw hub: round failed: {type(e).__name__}: {e}", flush=True)
                 out = []
             for topic, payload in out:
-                self.client.publish(topic, payload, qos=1)
+                unacked.add(self.client.publish(topic, payload, qos=1).mid)
             self._stop.wait(period_s)
 
     def start(self):
@@ -228,6 +251,7 @@ class HubService:
             self._checker.join(30)
             self._writer.join(30)
         self._helper.shutdown()
+        self.registry.close()
         self.store.close()
 
     def __enter__(self):
@@ -282,6 +306,9 @@ def add_arguments(p):
                         "hex, COSE_Key, PEM); repeatable (docs/ota.md, \"Publishing\")")
     p.add_argument("--register", action="append", default=[], metavar="FILE",
                    help="a device's COSE_Key (binary, or hex text) to accept messages from")
+    p.add_argument("--installer-key", action="append", default=[], metavar="FILE",
+                   help="an installer's public key (COSE_Key, binary or hex, or PEM) whose signed "
+                        "registrations `pgw provision` sends (docs/hub.md, \"The registry\")")
 
 
 def _interrupt(signum, frame):
@@ -315,9 +342,13 @@ def _run(args):
 
         start = args.clock_start if args.clock_start is not None else time.time()
         clock = Clock(datetime.datetime.fromtimestamp(start, datetime.timezone.utc), args.clock_rate).timestamp
+    installers = [load_public_key(f) for f in args.installer_key]
     hub = HubService(args.state, url.hostname or "127.0.0.1", url.port or 1883, args.community, clock=clock,
                      device_rate=args.device_rate, device_burst=args.device_burst,
-                     max_skew_s=MAX_SKEW_S + int(5 * max(0.0, args.clock_rate - 1)))
+                     max_skew_s=MAX_SKEW_S + int(5 * max(0.0, args.clock_rate - 1)),
+                     installer_keys=[cose_key for _, _, cose_key in installers])
+    for kid, _, _ in installers:
+        print("installer", kid.hex())
     for f in args.register:
         raw = Path(f).read_bytes()
         try:
@@ -345,7 +376,8 @@ def _run(args):
     try:
         while True:
             time.sleep(10)
-            print("pgw hub:", dict(hub.ingest.counts), dict(hub.rounds.counts) if hub.rounds else "", flush=True)
+            print("pgw hub:", dict(hub.ingest.counts), dict(hub.rounds.counts) if hub.rounds else "",
+                  dict(hub.registry.counts) if hub.registry.counts else "", flush=True)
     finally:
         if api is not None:
             api.close()

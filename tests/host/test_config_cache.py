@@ -38,6 +38,7 @@ FULL = {
     "wifi": {"ssid": "Caf\u00e9 Lindenweg \u2603", "password": "a \"quoted\" \\ pass", "hostname": "pgw-home"},
     "mqtt": {"host": "broker.local", "tls": True, "ca": "/certs/my-ca.pem"},
     "hub": {"key": HUB_KEY},
+    "ota": {"key": HUB_KEY},  # the release key (pgw provision --ota-key)
     "household": {"ev_departure": "07:30", "ev_target_wh": 12000, "battery_capacity_wh": 10000},
     "control": {"grid_meter": "grid", "battery_meter": "battery", "ev_meter": "pv"},
     "limits": {"fuse_a": 25, "allow_battery_to_ev": True, "relay_min_on_ms": 1000},
@@ -119,8 +120,8 @@ def test_the_full_config_covers_every_value_type_and_meter_field():
     for path, v in leaves(values):
         kinds.setdefault(type(v).__name__, []).append(path)
     assert sorted(kinds) == ["bool", "bytes", "int", "str"], kinds
-    assert sorted(kinds["bytes"]) == sorted(["hub.key"] + ["meters[%d].%s" % (i, f) for i in (3, 4, 5)
-                                                           for f in ("ek", "ak", "system_title")]), kinds
+    keys = ["hub.key", "ota.key"] + ["meters[%d].%s" % (i, f) for i in (3, 4, 5) for f in ("ek", "ak", "system_title")]
+    assert sorted(kinds["bytes"]) == sorted(keys), kinds
     assert len(values["meters"]) == len(FULL["meters"]), values["meters"]
     for m in values["meters"]:
         bit = 1 << meterconfig.PROTOCOLS.index(m["protocol"])

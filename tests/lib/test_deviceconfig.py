@@ -27,7 +27,7 @@ DEFAULTS = {
     "household": {"battery_capacity_wh": 0, "ev_departure": "", "ev_target_wh": 0, "reserve_pct": 20,
                   "trading": True},
     "control": {"grid_meter": "", "battery_meter": "", "ev_meter": "", "period_ms": 2000, "manual_s": 3600},
-    "ota": {"trial_s": 1800},
+    "ota": {"trial_s": 1800, "key": b""},
 }
 REASONS = ("object", "unknown", "type", "range", "format", "rule", "key", "limits", "meters", "read_only")
 
@@ -848,6 +848,18 @@ def test_validate_never_crashes_on_mutated_docs():
             assert isinstance(e, str) and len(e) < 200, e
         assert sorted(k for k in values if k not in ("limits", "meters")) == sorted(DEFAULTS), values
     assert parsed > 30, parsed
+
+
+def test_ota_release_key_is_checked_like_the_hub_key():
+    # the release key that signs OTA manifests (pgw provision --ota-key writes it)
+    values, errors = validate({"ota": {"key": HUB_KEY}, "hub": {"key": HUB_KEY}})
+    assert errors == [] and values["ota"]["key"] == bytes.fromhex(HUB_KEY), errors
+    values, errors = validate({"ota": {"key": "a0"}})
+    assert errors == ["ota.key is not a usable release key (key: not an EC2 P-256 key)"], errors
+    assert values["ota"]["key"] == b"", values["ota"]
+    exc = raises(ConfigError, config_set, {}, "ota.key", HUB_KEY[:-1])
+    assert exc.reason == "format" and exc.path == "ota.key", exc
+    assert get(values, "ota.key") == 'ota.key ""'
 
 
 # ---- docs/config.md cannot drift ----
