@@ -17,7 +17,8 @@ Rules:
 - a dry run prints every step and what the checks found, and opens no port;
 - nothing is downloaded: without --firmware the error names the official
   MicroPython image the board file asks for (flash.image);
-- provisioning is a later command: flash only prints it as the next step.
+- provisioning needs the hub and an installer key: flash only prints it as
+  the next step (`pgw provision`, host_tools/provision.py).
 
 Every refusal is a `FlashError` with a short `reason` (see docs/field.md).
 """
@@ -153,8 +154,10 @@ def plan(board, port, firmware=None, *, drive=None, baud=ESP_BAUD, picotool=None
     else:
         steps.append(Step("next", "deploy the gateway firmware (not run: --no-deploy)",
                           _cmd("pgw", "deploy", "--port", port, "--board", board_arg)))
-    steps.append(Step("next", "provision the board: its key and community (pgw provision, a later command; "
-                      "not run by flash)", _cmd("pgw", "provision", "--port", port)))
+    steps.append(Step("next", "provision the board: its key, its registration with the hub and its config "
+                      "(run on its own: it needs the hub and an installer key)",
+                      _cmd("pgw", "provision", "--port", port, "--hub", "mqtt://HUB:1883", "--community", "C",
+                           "--installer-key", "installer.pem")))
     return steps
 
 

@@ -23,7 +23,10 @@ from trade import messages, topics
 _HEAD = const("/state/ota-head.bin")  # in boot.STATE_DIR, spelt out: const() folds no concatenation
 _PROGRESS = const("/state/ota-dl.txt")
 _CHUNK = const(1024)  # the hub's chunk size (host_tools/hub/ota.py CHUNK)
-_WINDOW = const(4)  # chunks asked for at once: 4 KB in flight, one read at a time
+_WINDOW = const(8)  # chunks one request asks for (the hub's most)
+# Two requests in flight: the next is asked for while the last is still
+# arriving, so the round trip is hidden. What is in flight waits in the
+# socket's buffers, not in the heap: the MQTT client reads one packet at a time.
 _ASK_AGAIN_MS = const(3000)  # a window not answered in this time is asked for again
 _MAX_INDEX = const(16384)
 _BLOCK = const(4096)
@@ -107,6 +110,7 @@ class OtaDownload:
         self.code_at = 0  # code bytes handed to the slot
         self.saved_at = 0  # code bytes the progress line vouches for
         self.next = 0  # the next chunk wanted
+        self.asked = 0  # chunks below this have been asked for
         self.asked_ms = 0
         self.state = "idle"
         self.refused = None  # SHA-256 of the last bundle refused
@@ -195,7 +199,7 @@ class OtaDownload:
     def _clear(self):
         self.target = self.reader = self.manifest = None
         self.state = "idle"
-        self.code_at = self.saved_at = self.next = self._skip = 0
+        self.code_at = self.saved_at = self.next = self.asked = self._skip = 0
         try:
             os.remove(_HEAD)
         except OSError:
@@ -262,9 +266,12 @@ class OtaDownload:
             if self.reader is None or link.state != "up":
                 continue
             now = ticks_ms()
-            if self.next % _WINDOW == 0 or ticks_diff(now, self.asked_ms) >= _ASK_AGAIN_MS:
+            if ticks_diff(now, self.asked_ms) >= _ASK_AGAIN_MS or self.asked < self.next:
+                self.asked = self.next  # nothing arrived for a while (or a resume): ask again from here
+            if self.asked - self.next <= _WINDOW:
                 self.asked_ms = now
-                await link.publish(self.ask_topic, _ask(self.target[2], self.next))
+                await link.publish(self.ask_topic, _ask(self.target[2], self.asked))
+                self.asked += _WINDOW
 
 
 def _ask(bid, first):

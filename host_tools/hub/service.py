@@ -377,7 +377,8 @@ def _run(args):
         while True:
             time.sleep(10)
             print("pgw hub:", dict(hub.ingest.counts), dict(hub.rounds.counts) if hub.rounds else "",
-                  dict(hub.registry.counts) if hub.registry.counts else "", flush=True)
+                  dict(hub.registry.counts) if hub.registry.counts else "",
+                  dict(hub.ota.counts) if hub.ota is not None else "", flush=True)
     finally:
         if api is not None:
             api.close()

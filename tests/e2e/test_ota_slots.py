@@ -10,7 +10,7 @@ fails, an app that raises at start). What ran is read from the board: the
 `firmware` and `ota` rows of `status` and the lines it prints at boot.
 
 PGW_OTA_KILLS=all kills the board after every chunk of the image (about 80)
-instead of a sample (docs/ota-slots-draft.md)."""
+instead of a sample (docs/ota.md, "Interrupted updates")."""
 
 import base64
 import datetime

@@ -158,7 +158,7 @@ def refused(reason, fn, *args, **kw):
 
 def expected_commands(board, file, drive=None):
     """The command lines a technician would type, from the board file's values."""
-    deploy = ["pgw deploy --port %s --board %s" % (PORT, board.name), "pgw provision --port %s" % PORT]
+    deploy = ["pgw deploy --port %s --board %s" % (PORT, board.name), "pgw provision --port %s --hub mqtt://HUB:1883 --community C --installer-key installer.pem" % PORT]
     fmt = board.flash["image_format"]
     if fmt == "bin":
         esptool = "esptool --chip %s --port %s" % (board.chip, PORT)

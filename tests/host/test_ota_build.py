@@ -234,7 +234,8 @@ def test_show_verifies_and_says_why_not(release, capsys):
     assert "verified   NO: kid" in capsys.readouterr().out
     bad = release["dir"] / "bad.pgwota"
     data = release["virtual"]
-    bad.write_bytes(data[:5000] + bytes((data[5000] ^ 1,)) + data[5001:])  # inside the index
+    at = data.index(b"\x58\x20", 5000) + 2  # a file's SHA-256 in the index (bstr of 32 bytes)
+    bad.write_bytes(data[:at] + bytes((data[at] ^ 1,)) + data[at + 1:])
     assert pgw(["ota", "show", str(bad), "--pub", cose_key]) == 1
     assert "verified   NO: digest" in capsys.readouterr().out
 
