@@ -59,8 +59,16 @@ def decode_cose_key(data: bytes):
     return kid, pub
 
 
-def _tbs(protected: bytes, payload: bytes) -> bytes:
-    return cbor2.dumps(["Signature1", protected, b"", payload])
+def _tbs(protected: bytes, payload: bytes, aad: bytes = b"") -> bytes:
+    return cbor2.dumps(["Signature1", protected, aad, payload])
+
+
+def sign1(private_key, payload: bytes, aad: bytes = b"") -> bytes:
+    """A COSE_Sign1 (ES256, kid from the key, both protected) of `payload`,
+    with `aad` as the external_aad (RFC 9052 section 4.4)."""
+    protected = cbor2.dumps({1: -7, 4: kid_of(private_key.public_key())}, canonical=True)
+    r, s = decode_dss_signature(private_key.sign(_tbs(protected, payload, aad), ec.ECDSA(hashes.SHA256())))
+    return cbor2.dumps(cbor2.CBORTag(TAG_SIGN1, [protected, {}, payload, r.to_bytes(32, "big") + s.to_bytes(32, "big")]))
 
 
 class HubKey:
@@ -89,11 +97,7 @@ class HubKey:
         return encode_cose_key(self.public_key)
 
     def sign1(self, payload: bytes) -> bytes:
-        protected = cbor2.dumps({1: -7, 4: self.kid}, canonical=True)
-        der = self.private_key.sign(_tbs(protected, payload), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return cbor2.dumps(cbor2.CBORTag(TAG_SIGN1, [protected, {}, payload, sig]))
+        return sign1(self.private_key, payload)
 
 
 def loads_exact(data: bytes):
@@ -107,37 +111,49 @@ def loads_exact(data: bytes):
     return item
 
 
-def verify1(data: bytes, lookup):
-    """Check a COSE_Sign1 -> (kid, payload bytes). lookup(kid) -> public key or None."""
-    if len(data) > MAX_MESSAGE:
-        raise Rejected("size", f"{len(data)} bytes, at most {MAX_MESSAGE}")
+def open_sign1(data: bytes, max_size: int = MAX_MESSAGE):
+    """The structure of a COSE_Sign1, not its signature -> (signer kid,
+    protected, payload, signature): tagged, four elements, ES256 and an
+    8-byte kid in the protected header, nothing after the item."""
+    if len(data) > max_size:
+        raise Rejected("size", f"{len(data)} bytes, at most {max_size}")
     try:
         msg = loads_exact(data)
-    except Exception as e:
+    except Exception as e:  # cbor2 raises many kinds
         raise Rejected("cbor", f"{type(e).__name__}: {e}") from None
     if not isinstance(msg, cbor2.CBORTag) or msg.tag != TAG_SIGN1:
         raise Rejected("format", "not a tagged COSE_Sign1")
     v = msg.value
-    if not isinstance(v, (list, tuple)) or len(v) != 4 or not all(isinstance(v[i], bytes) for i in (0, 2, 3)):
+    if (not isinstance(v, (list, tuple)) or len(v) != 4 or not all(isinstance(v[i], bytes) for i in (0, 2, 3))
+            or not isinstance(v[1], Mapping)):
         raise Rejected("format", "not a 4-element COSE_Sign1")
-    protected, unprotected, payload, sig = v
     try:
-        prot = cbor2.loads(protected)
+        prot = loads_exact(v[0])
     except Exception:
         raise Rejected("cbor", "protected header") from None
-    if not isinstance(prot, Mapping) or prot.get(1) != -7 or not isinstance(unprotected, Mapping):
+    if not isinstance(prot, Mapping) or prot.get(1) != -7:
         raise Rejected("alg", "not ES256 in the protected header")
     kid = prot.get(4)
-    if not isinstance(kid, bytes):
-        raise Rejected("kid", "no kid in the protected header")
-    pub = lookup(kid)
-    if pub is None:
-        raise Rejected("unknown_key", kid.hex())
+    if not isinstance(kid, bytes) or len(kid) != 8:
+        raise Rejected("kid", "no 8-byte kid in the protected header")
+    return kid, v[0], v[2], v[3]
+
+
+def check_signature(public_key, protected: bytes, payload: bytes, sig: bytes, aad: bytes = b""):
     if len(sig) != 64:
         raise Rejected("signature", "not 64 bytes")
     der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
     try:
-        pub.verify(der, _tbs(protected, payload), ec.ECDSA(hashes.SHA256()))
+        public_key.verify(der, _tbs(protected, payload, aad), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise Rejected("signature", "does not verify") from None
+
+
+def verify1(data: bytes, lookup):
+    """Check a COSE_Sign1 -> (kid, payload bytes). lookup(kid) -> public key or None."""
+    kid, protected, payload, sig = open_sign1(data)
+    pub = lookup(kid)
+    if pub is None:
+        raise Rejected("unknown_key", kid.hex())
+    check_signature(pub, protected, payload, sig)
     return kid, payload

@@ -50,11 +50,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import cbor2
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from host_tools.hub import cose_es256
 from host_tools.hub.cose_es256 import Rejected, decode_cose_key, encode_cose_key, kid_of, loads_exact
 from host_tools.hub.ratelimit import DeviceBudgets
 
@@ -64,7 +63,6 @@ MAX_SKEW_S = 300
 REGISTER, REVOKE = 1, 2
 ACTION, COMMUNITY, TS, NONCE, DEVICE, KID, NAME, REPLACES = 1, 2, 3, 4, 5, 6, 7, 8
 OUTCOME, REQUEST, RESULT_KID, RESULT_TS, DETAIL = 1, 2, 3, 4, 5
-TAG_SIGN1 = 18
 # Installers send a few requests a day: a burst of 20, then one every 2 s.
 # Over it a request is dropped before its signature is checked.
 REQUEST_RATE, REQUEST_BURST = 0.5, 20
@@ -103,63 +101,20 @@ def result_topic(community, installer_kid):
     return f"pgw/1/{community}/installer/{installer_kid.hex()}/result"
 
 
-# ---- COSE_Sign1 with an external_aad (RFC 9052 section 4.4) ----
-
-
-def _tbs(protected, payload):
-    return cbor2.dumps(["Signature1", protected, AAD, payload])
+# ---- COSE_Sign1 with the registry's external_aad (RFC 9052 section 4.4) ----
 
 
 def sign(private_key, payload):
     """A COSE_Sign1 of `payload` under AAD, kid from the key."""
-    protected = cbor2.dumps({1: -7, 4: kid_of(private_key.public_key())}, canonical=True)
-    r, s = decode_dss_signature(private_key.sign(_tbs(protected, payload), ec.ECDSA(hashes.SHA256())))
-    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return cbor2.dumps(cbor2.CBORTag(TAG_SIGN1, [protected, {}, payload, sig]))
-
-
-def open_sign1(data):
-    """-> (signer kid, protected, payload, signature); the structure checked, not the signature."""
-    if len(data) > MAX_REQUEST:
-        raise Rejected("size", f"{len(data)} bytes, at most {MAX_REQUEST}")
-    try:
-        msg = loads_exact(data)
-    except Exception as e:  # cbor2 raises many kinds
-        raise Rejected("cbor", f"{type(e).__name__}: {e}") from None
-    if not isinstance(msg, cbor2.CBORTag) or msg.tag != TAG_SIGN1:
-        raise Rejected("format", "not a tagged COSE_Sign1")
-    v = msg.value
-    if (not isinstance(v, (list, tuple)) or len(v) != 4 or not all(isinstance(v[i], bytes) for i in (0, 2, 3))
-            or not isinstance(v[1], Mapping)):
-        raise Rejected("format", "not a 4-element COSE_Sign1")
-    try:
-        prot = loads_exact(v[0])
-    except Exception:
-        raise Rejected("cbor", "protected header") from None
-    if not isinstance(prot, Mapping) or prot.get(1) != -7:
-        raise Rejected("alg", "not ES256 in the protected header")
-    kid = prot.get(4)
-    if not isinstance(kid, bytes) or len(kid) != 8:
-        raise Rejected("kid", "no 8-byte kid in the protected header")
-    return kid, v[0], v[2], v[3]
-
-
-def check_signature(public_key, protected, payload, sig):
-    if len(sig) != 64:
-        raise Rejected("signature", "not 64 bytes")
-    der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
-    try:
-        public_key.verify(der, _tbs(protected, payload), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        raise Rejected("signature", "does not verify") from None
+    return cose_es256.sign1(private_key, payload, AAD)
 
 
 def verify(data, public_key):
     """A COSE_Sign1 under AAD signed by `public_key` -> its payload bytes."""
-    kid, protected, payload, sig = open_sign1(data)
+    kid, protected, payload, sig = cose_es256.open_sign1(data, MAX_REQUEST)
     if kid != kid_of(public_key):
         raise Rejected("kid", f"signed by {kid.hex()}, not {kid_of(public_key).hex()}")
-    check_signature(public_key, protected, payload, sig)
+    cose_es256.check_signature(public_key, protected, payload, sig, AAD)
     return payload
 
 
@@ -299,12 +254,12 @@ class Registry:
             installer = None
             digest = kid = None
             try:
-                installer, protected, payload, sig = open_sign1(data)
+                installer, protected, payload, sig = cose_es256.open_sign1(data, MAX_REQUEST)
                 digest = hashlib.sha256(payload).digest()
                 known = self.installers.get(installer)
                 if known is None:
                     raise Rejected("unknown_installer", f"installer {installer.hex()} is not trusted by this hub")
-                check_signature(known[0], protected, payload, sig)
+                cose_es256.check_signature(known[0], protected, payload, sig, AAD)
                 p = decode_request(payload)
                 kid = p.get(KID)
                 outcome, detail, kid = self._apply(p, digest, installer, known[1], data)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from pycose.keys import CoseKey
-from pycose.messages import Sign1Message
+
+from pycose_check import pycose_payload
 
 from conftest import Console, Publisher, deploy, run_tool, verify_with_pycose, wait_until
 from host_tools.sim.household import UTC, Clock, Household
@@ -70,16 +70,6 @@ def rig(tmp_path_factory, broker):
         hub.stop()
         ntp.close()
         sim.stop()
-
-
-def pycose_payload(data, cose_key):
-    """A registry request or answer (external_aad b"pgw-registry-1"), checked by pycose -> its payload."""
-    p, u, payload, sig = cbor2.loads(data).value
-    msg = Sign1Message.from_cose_obj([p, dict(u), payload, sig], True)
-    msg.external_aad = b"pgw-registry-1"
-    msg.key = CoseKey.decode(cose_key)
-    assert msg.verify_signature(), "pycose refused a signature"
-    return cbor2.loads(payload)
 
 
 def provision(rig, *extra, action=()):

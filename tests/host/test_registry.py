@@ -14,9 +14,9 @@ from pathlib import Path
 
 import cbor2
 import pytest
+
+from pycose_check import pycose_payload
 from cryptography.hazmat.primitives.asymmetric import ec
-from pycose.keys import CoseKey
-from pycose.messages import Sign1Message
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "lib"), str(ROOT / "tests" / "lib")]
@@ -81,16 +81,6 @@ def hub(tmp_path):
     h = Hub(tmp_path)
     yield h
     h.close()
-
-
-def pycose_payload(data, cose_key):
-    """A COSE_Sign1 under the registry's external_aad, checked by pycose -> its payload, decoded."""
-    p, u, payload, sig = cbor2.loads(data).value
-    msg = Sign1Message.from_cose_obj([p, dict(u), payload, sig], True)
-    msg.external_aad = b"pgw-registry-1"
-    msg.key = CoseKey.decode(cose_key)
-    assert msg.verify_signature(), "pycose refused a signature"
-    return cbor2.loads(payload)
 
 
 def device(d=0x1234567):
