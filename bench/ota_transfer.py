@@ -66,7 +66,7 @@ def measure(work: Path) -> dict:
         finally:
             hub.stop()
     return {"ota_transfer_kb_per_s": round(len(bundle) / 1024 / took, 1), "bundle_bytes": len(bundle),
-            "seconds": round(took, 2), "chunk_requests": hub.ota.counts["ota_chunks_served"]}
+            "seconds": round(took, 2), "chunk_requests": hub.ota.counts["ota_requests_served"]}
 
 
 def main(argv=None):

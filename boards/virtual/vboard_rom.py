@@ -77,17 +77,23 @@ if _size and _path:
         pass
 
 
-def _store(offset, data):
-    # write through to the host file, creating it on the first write
+def _open():
+    # the host file behind the partition, created on the first write
     try:
-        f = _host.open(_path, "r+b")
+        return _host.open(_path, "r+b")
     except OSError:
-        f = _host.open(_path, "wb")
+        return _host.open(_path, "wb")
+
+
+def _store(offset, data, f=None):
+    # write through to the host file (opened here unless the caller has it open)
+    g = f or _open()
     try:
-        f.seek(offset)
-        f.write(data)
+        g.seek(offset)
+        g.write(data)
     finally:
-        f.close()
+        if f is None:
+            g.close()
 
 
 def rom_ioctl(op, rom_id=0, *args):
@@ -110,10 +116,14 @@ def rom_ioctl(op, rom_id=0, *args):
         # erase is C code, and it must not need a 4 KB block of a
         # fragmented heap here either (an update is written late in a day).
         part, zeros = memoryview(PARTITION), memoryview(_ZEROS)
-        for at in range(base + offset, base + offset + length, len(_ZEROS)):
-            n = min(len(_ZEROS), base + offset + length - at)
-            part[at:at + n] = zeros[:n]
-            _store(at, zeros[:n])
+        f = _open()  # once for the whole erase, not once a piece
+        try:
+            for at in range(base + offset, base + offset + length, len(_ZEROS)):
+                n = min(len(_ZEROS), base + offset + length - at)
+                part[at:at + n] = zeros[:n]
+                _store(at, zeros[:n], f)
+        finally:
+            f.close()
         return 4  # the smallest write
     if op == 4:  # (offset, data)
         offset, data = args

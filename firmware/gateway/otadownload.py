@@ -12,6 +12,7 @@
 import os
 
 import asyncio
+import cbor
 import cose
 from compat import const, ticks_diff, ticks_ms
 from gateway import boot
@@ -113,18 +114,13 @@ class OtaDownload:
         self.asked = 0  # chunks below this have been asked for
         self.asked_ms = 0
         self.state = "idle"
-        self.refused = None  # SHA-256 of the last bundle refused
-        self.chunks = 0
+        self.refused = None  # SHA-256 of the last bundle refused or staged: not fetched again
+        self._skip = 0  # bytes of the next chunk already stored (a resume inside a chunk)
         p = _line(_PROGRESS)
-        if len(p) == 2 and p[0] == "refused":
+        if len(p) == 2 and p[0] == "done":
             self.refused = bytes.fromhex(p[1])
         elif len(p) == 4:
             self._resume(bytes.fromhex(p[0]), int(p[1]), p[2], int(p[3]))
-
-    def describe(self):
-        if self.target is None:
-            return self.state
-        return "%s: %d of %d bytes" % (self.state, min(self.next * _CHUNK, self.target[1]), self.target[1])
 
     # ---- from the hub ----
 
@@ -167,7 +163,6 @@ class OtaDownload:
         return sink
 
     def _chunk(self, payload):
-        self.chunks += 1
         self.next += 1
         if self._skip:  # resumed inside this chunk: its first bytes are stored
             payload = memoryview(payload)[self._skip:]
@@ -192,9 +187,9 @@ class OtaDownload:
         self.log("ota: bundle refused: %s%s; keeping seq %d" % (
             "" if isinstance(e, (OtaError, install.SlotError)) else type(e).__name__ + ": ", e,
             self.policy.installed_seq))
-        self.refused = self.target[0] if self.target is not None else None
+        self.refused = self.target[0]
         self._clear()
-        boot.write_atomic(_PROGRESS, "refused %s\n" % self.refused.hex())
+        self._done()
 
     def _clear(self):
         self.target = self.reader = self.manifest = None
@@ -208,12 +203,17 @@ class OtaDownload:
     def _save(self):
         # What a reboot may resume from: the head and the code up to a whole block
         if self.state == "staged":
-            boot.write_atomic(_PROGRESS, "refused %s\n" % self.target[0].hex())  # staged: never again
+            self.refused = self.target[0]
+            self._done()
             return
         at = self.code_at - self.code_at % _BLOCK
         sha, size, bid = self.target
         boot.write_atomic(_PROGRESS, "%s %d %s %d\n" % (sha.hex(), size, bid, at))
         self.saved_at = at
+
+    def _done(self):
+        # this bundle is not fetched again, after a reboot either
+        boot.write_atomic(_PROGRESS, "done %s\n" % self.refused.hex())
 
     def _resume(self, sha, size, bid, at):
         self.target = (sha, size, bid)
@@ -276,6 +276,4 @@ class OtaDownload:
 
 def _ask(bid, first):
     # CBOR [id, first, count]: a text of 16, two small uints
-    import cbor
-
     return cbor.dumps([bid, first, _WINDOW])

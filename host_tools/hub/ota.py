@@ -126,8 +126,8 @@ class _Gathering:
 
 
 class OtaRelease:
-    """verify(data) -> the bundle's Manifest under a trusted release key, or
-    raises (host_tools.ota.verify with each key in turn)."""
+    """The hub's OTA state: the bundles being gathered, the one announced
+    (checked under one of `release_keys`), and the chunks it serves."""
 
     def __init__(self, community, key, release_keys, next_seq, every_s=60.0):
         self.community = community
@@ -176,7 +176,7 @@ class OtaRelease:
                 or not isinstance(count, int) or not 0 < count <= WINDOW or first < 0:
             self.counts["ota_bad_request"] += 1
             return []
-        self.counts["ota_chunks_served"] += 1
+        self.counts["ota_requests_served"] += 1
         out = []
         for n in range(first, min(first + count, -(-len(self.data) // self.chunk))):
             out.append((f"pgw/1/{self.community}/dev/{kid_hex}/ota/{n}",

@@ -102,13 +102,9 @@ def test_a_bundle_from_an_untrusted_key_a_wrong_chunk_or_a_bad_offer_is_not_anno
         assert rel.on_message(t, p, 1000) == []
     assert rel.counts["ota_sha256"] == 1
     for bad in (b"", b"\xa0", cbor2.dumps({1: "00", 2: 5, 3: b"x" * 32, 4: 1024}), b"z" * 300,
-                cbor2.dumps({1: bundle_id(b"a" * 32), 2: 0, 3: b"a" * 32, 4: 1024})):
+                cbor2.dumps({1: hub_ota.bundle_id(b"a" * 32), 2: 0, 3: b"a" * 32, 4: 1024})):
         assert rel.on_message("pgw/1/demo/ota/offer", bad, 1000) == []
     assert rel.counts["ota_offer"] + rel.counts["ota_size"] == 5
     assert rel.current is None
     # then the good one still goes through
     assert len(_offer(rel, bundle)) == 1
-
-
-def bundle_id(sha):
-    return hub_ota.bundle_id(sha)
