@@ -190,6 +190,9 @@ async def switch_when_safe(app, log=print, poll_ms=_POLL_MS):
         if why != said:
             log("ota: switch waits: %s" % why)
             said = why
+            # a household that trades every interval has no gap: it makes one
+            # by posting no more ORDERs until the switch
+            app.trading.paused = "an update waits for an interval without trades"
         await asyncio.sleep_ms(poll_ms)
 
 

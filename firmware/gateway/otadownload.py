@@ -169,8 +169,8 @@ class OtaDownload:
             self._skip = 0
         try:
             done = self.reader.feed(payload)
-            if done:
-                self.reader.finish()
+            if done or self.reader.offset >= self.target[1]:
+                self.reader.finish()  # every announced byte is in: short -> "truncated"
         except Exception as e:  # OtaError, SlotError, OSError; anything else is said too
             self._refuse(e)
             return

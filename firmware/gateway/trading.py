@@ -72,6 +72,7 @@ class Trading:
         self.last_seen = (0, 0)  # (load, pv) Wh of the last interval observed
         self._last_s = None
         self._ordered = -1  # the interval whose ORDER is journaled
+        self.paused = None  # why no ORDERs are posted (an update waits for an interval without trades)
         self._plugged = False
         self._roles = []  # (trade_id, True if we sold)
         self.settlements = []  # the last few: (trade_id, delivered_wh, amount, status)
@@ -200,7 +201,11 @@ class Trading:
         self._ev_session(live)
         start = now_s - now_s % self.interval_s
         if now_s - start >= self.interval_s // 2 and self._ordered < start + self.interval_s:
-            self._order(start + self.interval_s, live)
+            if self.paused:
+                self._ordered = start + self.interval_s
+                self.log("trading: no order for the interval at %d: %s" % (self._ordered, self.paused))
+            else:
+                self._order(start + self.interval_s, live)
         try:
             self.control.agent = self.agent.targets(now_s, live.net_w, live.soc_pct, live.battery_w, ev_w)
         except AgentError as e:

@@ -9,6 +9,7 @@ progress line says; a bundle for another board class is refused and the
 board keeps running what it runs. What ran is read from the board."""
 
 import datetime
+import hashlib
 import os
 import re
 import signal
@@ -146,16 +147,48 @@ def test_an_announced_bundle_is_downloaded_resumed_after_a_kill_staged_and_commi
     assert re.search(r"^ota +slot 1, seq 1", answer, re.M), answer
 
 
-def test_a_bundle_for_another_board_class_or_an_older_seq_is_refused_and_the_board_runs_on(rig, release):
+def compromised(rig):
+    """The hub announces whatever is offered, unchecked (a hub taken over, or
+    a bad release tool): the board's own checks are all that stand."""
+    from types import SimpleNamespace
+
+    def announce_anything(data):
+        try:
+            return ota.split_manifest(data)[1]
+        except Exception:
+            return SimpleNamespace(version="?")
+
+    rig.hub.ota._verify = announce_anything
+
+
+def flipped(data, at):
+    return data[:at] + bytes((data[at] ^ 0x01,)) + data[at + 1:]
+
+
+def test_a_bad_bundle_is_refused_and_the_board_runs_on(rig, release):
+    """Acceptance 3 (docs/ota.md, "What the device refuses"): a bad signature,
+    another board class, an older seq, a wrong digest, a truncated bundle."""
     running = NEXT if "seq 1" in rig.con.command("status", "firmware", timeout=20) else BASE
-    for board, seq, why in (("esp32_devkitc", 2, "class"), ("virtual", 1, "seq")):
-        files = variant(rig.tmp, "0.0.%d-%s" % (seq, board)) if board == "virtual" else None
-        data = ota.build_bundle(load_board(board), release, seq, "0.0.%d" % seq, files=files).data
+    assert running == NEXT, "runs after the download test, on seq 1"
+    compromised(rig)
+    virtual = load_board("virtual")
+    good = ota.build_bundle(virtual, release, 2, "0.0.2", files=variant(rig.tmp, "0.0.2-virtual")).data
+    signed = len(ota.split_manifest(good)[0])
+    cases = (
+        ("signature", flipped(good, signed - 5)),  # inside the COSE signature
+        ("class", ota.build_bundle(load_board("esp32_devkitc"), release, 2, "0.0.2").data),
+        ("seq", ota.build_bundle(virtual, release, 1, "0.0.1", files=variant(rig.tmp, "0.0.1-virtual")).data),
+        ("digest", flipped(good, len(good) - 100)),  # in the code: found at its end
+        ("truncated", good[:-3000]),
+    )
+    for why, data in cases:
         mark = rig.con.mark()
         t, done = offer(rig, data)
-        wait(rig, r"ota: bundle refused: %s" % why, mark, 60)
+        wait(rig, r"ota: bundle refused: %s.*keeping seq 1" % why, mark, 90)
         t.join(60)
         answer = rig.con.command("status", "firmware", timeout=20)
-        assert re.search(r"^firmware +%s\r?$" % re.escape(running), answer, re.M), answer
+        assert re.search(r"^firmware +%s\r?$" % re.escape(running), answer, re.M), (why, answer)
+        assert re.search(r"^ota +slot 1, seq 1", answer, re.M), (why, answer)
+        assert progress(rig) == ["done", hashlib.sha256(data).hexdigest()], (why, progress(rig))
     mark = rig.con.mark()
     rig.con.wait_log(r"reading grid seq", since=mark, timeout=30)  # still trading its readings
