@@ -72,6 +72,9 @@ def cmd_status(app):
     ]
     if boot.rom_slot is not None:
         rows.append(("ota", _ota_line()))
+    dl = app.ota
+    if dl is not None and dl.target is not None and dl.reader is not None:
+        rows.append(("download", "%d of %d bytes" % (dl.reader.offset, dl.target[1])))
     if app.hub is not None:
         rows.append(("clock", app.hub.clock_line()))
     if boot.config_errors:

@@ -131,6 +131,9 @@ def test_an_announced_bundle_is_downloaded_resumed_after_a_kill_staged_and_commi
     t, done = offer(rig, bundle)
     rig.con.wait_log(r"ota: version %s announced" % re.escape(NEXT), since=mark, timeout=60)
     at = stored_code(rig, 60)
+    answer = rig.con.command("status", "of %d bytes" % len(bundle), timeout=20)  # the technician's view
+    got = re.search(r"^download +(\d+) of %d bytes\r?$" % len(bundle), answer, re.M)
+    assert got and 40 * 1024 >= int(got.group(1)) > at, answer
     release()
     boots = [e for e in rig.vb.channel.events if e["kind"] == "boot"]
     mark = rig.con.mark()
