@@ -51,6 +51,13 @@ PARTITION_KEYS = ("name", "offset", "size")
 FILESYSTEM_KEYS = ("offset", "size_kb", "type")
 ROMFS_KEYS = ("offset", "size_kb")
 ROMFS_SEGMENTS_MAX = 2  # segments 0 and 1: the A/B code slots (docs/ota.md)
+# ESP32 OTA partitions (ESP-IDF's rules): app partitions ota_0, ota_1, ...
+# on 64 KB boundaries, and otadata, two 4 KB sectors. They are what lets a
+# bundle carry a full MicroPython image (docs/ota.md).
+OTA_APP_RE = re.compile(r"^ota_([0-9]|1[0-5])$")
+OTA_APP_ALIGN = 0x10000
+OTADATA_SIZE = 0x2000
+OTA_PORTS = ("esp32", "unix")  # unix: the virtual board's stand-in esp32 module
 PIN_KEYS = ("gpio", "active_low", "pull", "adc")
 BUS_KEYS = ("rs485_uart", "i2c", "secure_element_address")
 
@@ -145,6 +152,9 @@ class Board:
         rom = self.flash.get("romfs")
         self.romfs_bytes = rom["size_kb"] * 1024 if rom else 0  # 0: no ROM partition
         self.romfs_segments = rom.get("segments", 1) if rom else 0  # equal parts, vfs.rom_ioctl ids 0..n-1
+        # [(name, offset, size)] of the ESP32 OTA app partitions, by number; [] without them
+        self.ota_apps = sorted(((p["name"], p["offset"], p["size"]) for p in self.flash["partitions"]
+                                if OTA_APP_RE.match(p["name"])), key=lambda a: int(a[0][4:]))
         self.pins = {
             role: {
                 "gpio": spec["gpio"],
@@ -372,6 +382,7 @@ class _Check:
                 if start < o_end and o_start < end:
                     self.fail(f"partitions '{other}' and '{pname}' overlap")
             regions.append((pname, start, end))
+        self.ota_partitions(port, regions)
 
         fs = flash["filesystem"]
         self.keys(fs, "flash.filesystem", FILESYSTEM_KEYS)
@@ -403,6 +414,25 @@ class _Check:
                 self.fail(f"flash.romfs ({_hex(r_start)}, {rom['size_kb']} KB) matches no partition named 'romfs'")
             if r_start < fs_start + fs_size and fs_start < r_start + r_size:
                 self.fail("flash.romfs overlaps flash.filesystem")
+
+    def ota_partitions(self, port, regions):
+        # ESP32 OTA: ota_0, ota_1 ... and otadata come together, where ESP-IDF's bootloader can use them
+        apps = {n: (s, e) for n, s, e in regions if OTA_APP_RE.match(n)}
+        otadata = [(s, e) for n, s, e in regions if n == "otadata"]
+        if not apps and not otadata:
+            return
+        if port not in OTA_PORTS:
+            self.fail(f"OTA partitions (ota_N, otadata) need an ESP32 (port {', '.join(OTA_PORTS)}), not port '{port}'")
+        if sorted(int(n[4:]) for n in apps) != list(range(max(len(apps), 2))):
+            self.fail(f"OTA app partitions must be ota_0, ota_1, ... without gaps (got {', '.join(sorted(apps)) or 'none'})")
+        if not otadata:
+            self.fail("OTA app partitions need an 'otadata' partition")
+        s, e = otadata[0]
+        if e - s != OTADATA_SIZE or s % 4096:
+            self.fail(f"partition 'otadata' must be {OTADATA_SIZE} bytes (two 4 KB sectors) on a 4 KB boundary")
+        for name, (s, _) in sorted(apps.items()):
+            if s % OTA_APP_ALIGN:
+                self.fail(f"app partition '{name}' at {_hex(s)}: ESP-IDF needs app partitions on 64 KB boundaries")
 
     def pins(self, pins, chip_name, chip):
         if not isinstance(pins, dict):

@@ -149,7 +149,7 @@ def build_bundle(board, key: ReleaseKey, seq: int, version: str, min_prev_seq: i
         raise OtaBuildError("seq", f"--min-prev-seq must be in 0..{seq - 1}: no device could install it")
     if firmware is not None:
         room = _ota_partition_size(board)
-        if board.port != "esp32" or not room:
+        if not board.ota_apps or not room:  # the virtual_ota board's stand-in has them too
             raise OtaBuildError("firmware", f"board {board.name!r} has no ESP32 OTA partitions (ota_0, ota_1) "
                                 "for a firmware image")
         if not firmware or firmware[0] != ESP32_IMAGE_MAGIC:

@@ -23,6 +23,8 @@ def _rom():
     import network
     from flash import HostDirFlash
 
+    if os.getenv("PGW_VBOARD_PARTITIONS"):  # ESP32 OTA partitions: the port's `esp32` module
+        import esp32
     vboard_link.poll()  # opens the link: its socket is the board's too
     # All the heap holds so far is what a board has in flash: keep it, and
     # all but the board's budget, out of the firmware's heap.

@@ -8,7 +8,11 @@
 #                                    offset stays (re-hash job.stored()[:offset])
 #   job.write(offset, data)          in order, any length up to 4 KB
 #   job.finish(sha256)               read back and checked: the version is staged
+#                                    (ready=False: a firmware image follows, mark_ready(seq) after it)
 #   await switch_when_safe(app)      no trade delivery due: switch() and reset
+# A version may bring a full MicroPython image (gateway.otaimage, ESP32 OTA
+# partitions): recorded in IMAGE_RECORD, it is set to boot with the switch,
+# and the trial commits it (mark_app_valid_cancel_rollback) with the slot.
 # Imported only for an update or a trial: the app does not carry it.
 import hashlib
 import os
@@ -21,6 +25,7 @@ from gateway import boot
 from otaslots import SlotError, SlotRecord
 
 _RECORD = const("/state/ota.txt")  # in boot.STATE_DIR, spelt out: const() folds no concatenation
+IMAGE_RECORD = "/state/ota-fw.txt"  # a firmware image staged with a version: gateway.otaimage
 CHUNK_MAX = const(4096)
 _BLOCK = const(4096)  # erased as the writes reach it
 _AHEAD_S = const(60)  # device seconds before a traded interval in which no switch starts
@@ -120,8 +125,9 @@ class Job:
         # the slot's bytes as written so far, read in place
         return self.seg[:self.at - len(self.carry)]
 
-    def finish(self, sha256):
-        # Read back and check what the slot holds; then the version is staged.
+    def finish(self, sha256, ready=True):
+        # Read back and check what the slot holds; then the version is staged
+        # (ready=False: another component follows, mark_ready() once it is in).
         if self.at != self.size:
             raise SlotError("short", "%d of %d bytes written" % (self.at, self.size))
         if self.carry:  # the last unit, padded
@@ -136,30 +142,44 @@ class Job:
             vfs.VfsRom(self.seg)
         except OSError:
             raise SlotError("image", "slot %d holds no ROMFS image" % self.slot)
-        save(load().staged(self.seq))
+        if ready:
+            mark_ready(self.seq)
+
+
+def mark_ready(seq):
+    # the version being staged is complete and checked: switch() may boot it
+    save(load().staged(seq))
 
 
 def begin(seq, size):
     # -> a Job writing version seq (size bytes) into the other slot, from 0
     new = load().begin(seq)  # SlotError if anti-rollback (or a trial) refuses it
     save(new)  # before the first erase: no record names a half-written slot ready
+    _forget_image()  # a firmware image staged before goes with an older version
     return Job(seq, size, 0)
 
 
 def resume(seq, size, offset):
-    # -> a Job going on with version seq at offset (a whole 4 KB block); the
-    # bytes before it stay as stored, for the downloader to re-hash
+    # -> a Job going on with version seq at offset (a whole 4 KB block, or
+    # size: all stored); the bytes before it stay as stored, for the
+    # downloader to re-hash
     rec = load()
     if rec.stage != seq or rec.ready or rec.trial:
         raise SlotError("stage", "seq %d is not being written (%s)" % (seq, rec.encode().decode().strip()))
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0 or offset % _BLOCK:
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0 or (offset % _BLOCK and offset != size):
         raise SlotError("offset", "resume at a whole block (%d bytes), not %r" % (_BLOCK, offset))
     return Job(seq, size, offset)
 
 
 def switch():
-    # The staged version boots on trial: one atomic record write, then a reset.
+    # The staged version boots on trial: one atomic record write, then a
+    # reset. Its firmware image, if any, is set to boot first: a power cut
+    # between the two boots the new image with the old code, not on trial,
+    # so nothing commits it and the next reset goes back to the old one.
     rec = load().switch()  # SlotError not_ready
+    image = _image()
+    if image is not None and image.switch(rec.seq):  # ImageError boot
+        print("pgw: firmware image set to boot with seq %d" % rec.seq)
     save(rec)
     print("pgw: switching to slot %d, seq %d (trial)" % (rec.slot, rec.seq))
     machine.reset()
@@ -218,13 +238,34 @@ def unhealthy(app):
     return None
 
 
+def _image():
+    # gateway.otaimage when a firmware image was staged with a version, else None
+    try:
+        os.stat(IMAGE_RECORD)
+    except OSError:
+        return None
+    from gateway import otaimage
+
+    return otaimage
+
+
+def _forget_image():
+    try:
+        os.remove(IMAGE_RECORD)
+    except OSError:
+        pass
+
+
 async def watch_trial(app, log=print):
     # The app's task on a trial: commit once healthy; reset at the deadline
-    # (ota.trial_s after boot), and the next boot rolls back.
+    # (ota.trial_s after boot), and the next boot rolls back. With a
+    # firmware image, the image must be what runs, and is committed first.
     rec = load()
+    image = _image()
+    booted = image.not_booted(rec.seq) if image is not None else None  # fixed until a reset
     deadline_ms = app.config["ota"]["trial_s"] * 1000
     while True:
-        why = unhealthy(app)
+        why = booted or unhealthy(app)
         if why is None:
             break
         if app.mono.ms() >= deadline_ms:
@@ -233,8 +274,10 @@ async def watch_trial(app, log=print):
             machine.reset()
         await asyncio.sleep_ms(500)
     try:
+        if image is not None:
+            image.commit(rec.seq)  # mark_app_valid_cancel_rollback; OSError if refused
         save(load().commit())
         log("ota: seq %d healthy: committed in slot %d" % (rec.seq, rec.slot))
     except (SlotError, OSError) as e:  # the record changed under us: nothing to commit
         log("ota: commit of seq %d failed: %s" % (rec.seq, e))
-    boot.forget_modules(("gateway.ota", "otaslots"))  # freed as this task ends
+    boot.forget_modules(("gateway.ota", "otaslots", "gateway.otaimage"))  # freed as this task ends

@@ -9,6 +9,12 @@
 # stored code back (hashed again, not written again) and the download goes
 # on from the next chunk. A bundle the reader refuses is remembered by its
 # SHA-256 and not fetched again; the device keeps running what it runs.
+#
+# A firmware component (a full MicroPython image, after the code) is taken
+# only where `esp32` has OTA app partitions; it goes to gateway.otaimage,
+# imported for it alone. The code's slot is then marked ready only once the
+# image is in too, and the progress counts code and image as one run of
+# bytes: a resume point is a whole block of either, or the code's end.
 import os
 
 import asyncio
@@ -18,7 +24,7 @@ from compat import const, ticks_diff, ticks_ms
 from gateway import boot
 from gateway import ota as install
 from ota.bundle import BundleReader
-from ota.manifest import KIND_INDEX, KIND_ROMFS, VENDOR_ID, OtaError, Policy, class_id
+from ota.manifest import KIND_FIRMWARE, KIND_INDEX, KIND_ROMFS, VENDOR_ID, OtaError, Policy, class_id
 from trade import messages, topics
 
 _HEAD = const("/state/ota-head.bin")  # in boot.STATE_DIR, spelt out: const() folds no concatenation
@@ -31,6 +37,17 @@ _WINDOW = const(8)  # chunks one request asks for (the hub's most)
 _ASK_AGAIN_MS = const(3000)  # a window not answered in this time is asked for again
 _MAX_INDEX = const(16384)
 _BLOCK = const(4096)
+
+
+def _firmware_room():
+    # bytes of the ESP32 OTA app partition an image would go to; 0: no
+    # `esp32` module or no OTA partitions, so a firmware component is refused
+    try:
+        import esp32
+
+        return esp32.Partition(esp32.Partition.RUNNING).get_next_update().info()[3]
+    except (ImportError, OSError, AttributeError):
+        return 0
 
 
 def _line(path):
@@ -47,6 +64,7 @@ class _Sink:
         self.dl = dl
         self.head = None
         self.job = None  # gateway.ota's Job, once the code starts
+        self.image = None  # gateway.otaimage's Image, once a firmware image starts
 
     def _keep(self, mv):
         if self.head is None:
@@ -65,6 +83,12 @@ class _Sink:
                 self.head = None
             m = self.dl.manifest
             self.job = install.resume(m.seq, size, stored) if stored else install.begin(m.seq, size)
+            self.dl.code_size = size
+        elif kind == KIND_FIRMWARE:
+            from gateway import otaimage
+
+            seq = self.dl.manifest.seq
+            self.image = otaimage.resume(seq, size, stored) if stored else otaimage.begin(seq, size)
         elif kind != KIND_INDEX:
             raise OtaError("components", "kind %d is not installed here" % kind)
 
@@ -74,13 +98,20 @@ class _Sink:
     def data(self, kind, offset, mv):
         if kind == KIND_INDEX:
             self._keep(mv)
+        elif kind == KIND_FIRMWARE:
+            self.image.write(offset, mv)
+            self.dl.code_at = self.dl.code_size + offset + len(mv)
         else:
             self.job.write(offset, mv)
             self.dl.code_at = offset + len(mv)
 
     def component_end(self, kind):
-        if kind == KIND_ROMFS:
-            self.job.finish(self.dl.manifest.component(KIND_ROMFS)[1])
+        m = self.dl.manifest
+        if kind == KIND_ROMFS:  # with an image to come, the slot is ready only after it
+            self.job.finish(m.component(KIND_ROMFS)[1], m.component(KIND_FIRMWARE) is None)
+        elif kind == KIND_FIRMWARE:
+            self.image.finish(m.component(KIND_FIRMWARE)[1])
+            install.mark_ready(m.seq)
 
     def file(self, path, size, sha256, stored):
         raise OtaError("components", "files are not installed here")
@@ -101,14 +132,19 @@ class OtaDownload:
         self.ask_topic = topics.device(c, kid, "otaget")
         rkid, pub = cose.decode_key(cfg["ota"]["key"])
         slot_bytes = len(install.rom_ioctl()(2, 1))
+        limits = {KIND_INDEX: _MAX_INDEX, KIND_ROMFS: slot_bytes}
+        image_bytes = _firmware_room()
+        if image_bytes:
+            limits[KIND_FIRMWARE] = image_bytes
         self.policy = Policy(lambda k: pub if k == rkid else None, VENDOR_ID,
                              class_id(VENDOR_ID, app.board.name), install.load().seq,
-                             {KIND_INDEX: _MAX_INDEX, KIND_ROMFS: slot_bytes}, _MAX_INDEX + slot_bytes + 2048)
+                             limits, _MAX_INDEX + slot_bytes + image_bytes + 2048)
         self.wake = asyncio.Event()
         self.target = None  # (sha256, size, bundle id) being fetched
         self.reader = None
         self.manifest = None
-        self.code_at = 0  # code bytes handed to the slot
+        self.code_at = 0  # code bytes handed to the slot, then firmware image bytes after them
+        self.code_size = 0  # the code component's bytes
         self.saved_at = 0  # code bytes the progress line vouches for
         self.next = 0  # the next chunk wanted
         self.asked = 0  # chunks below this have been asked for
@@ -119,6 +155,9 @@ class OtaDownload:
         p = _line(_PROGRESS)
         if len(p) == 2 and p[0] == "done":
             self.refused = bytes.fromhex(p[1])
+            if install.load().ready:  # staged before a reboot: it still switches at a safe moment
+                self.state = "staged"
+                self.wake.set()
         elif len(p) == 4:
             self._resume(bytes.fromhex(p[0]), int(p[1]), p[2], int(p[3]))
 
@@ -194,7 +233,7 @@ class OtaDownload:
     def _clear(self):
         self.target = self.reader = self.manifest = None
         self.state = "idle"
-        self.code_at = self.saved_at = self.next = self.asked = self._skip = 0
+        self.code_at = self.saved_at = self.next = self.asked = self._skip = self.code_size = 0
         try:
             os.remove(_HEAD)
         except OSError:
@@ -206,7 +245,8 @@ class OtaDownload:
             self.refused = self.target[0]
             self._done()
             return
-        at = self.code_at - self.code_at % _BLOCK
+        at, code = self.code_at, self.code_size
+        at -= (at - code) % _BLOCK if at > code else at % _BLOCK if at < code else 0
         sha, size, bid = self.target
         boot.write_atomic(_PROGRESS, "%s %d %s %d\n" % (sha.hex(), size, bid, at))
         self.saved_at = at
@@ -245,8 +285,16 @@ class OtaDownload:
         if sink.job is None:
             raise OtaError("storage", "the kept head does not end where the code starts")
         code = sink.job.stored()
-        for i in range(0, at, _CHUNK):
-            self.reader.feed(code[i:min(i + _CHUNK, at)])
+        end = min(at, sink.job.size)
+        for i in range(0, end, _CHUNK):
+            self.reader.feed(code[i:min(i + _CHUNK, end)])
+        if at > end:  # and the firmware image's stored blocks, read back from its partition
+            if sink.image is None:
+                raise OtaError("storage", "stored bytes past the code, and no firmware image")
+            for i in range(0, at - end, _CHUNK):
+                piece = mv[:min(_CHUNK, at - end - i)]
+                sink.image.read(i, piece)
+                self.reader.feed(piece)
         self.code_at = self.saved_at = at
         self.next, self._skip = divmod(head + at, _CHUNK)
 
@@ -262,7 +310,11 @@ class OtaDownload:
             self.wake.clear()
             if self.state == "staged":
                 self.state = "switching"
-                await install.switch_when_safe(self.app, self.log)
+                try:
+                    await install.switch_when_safe(self.app, self.log)
+                except ValueError as e:  # a firmware image set_boot refused: what runs stays
+                    self.log("ota: switch refused: %s; keeping seq %d" % (e, self.policy.installed_seq))
+                    self.state = "idle"
             if self.reader is None or link.state != "up":
                 continue
             now = ticks_ms()

@@ -16,7 +16,12 @@ bytes between the two and plays the parts of a board the unix port lacks:
   them, time-stamped, on the GPIO channel (a unix socket, JSON lines);
 * each board UART is a pty of its own for a meter simulator to open; bytes
   cross it no faster than the line the firmware opened (baud rate, bits,
-  parity, stop bits) would carry them, in both directions.
+  parity, stop bits) would carry them, in both directions;
+* a board file with ESP32 OTA partitions gets a flash file for them and,
+  at every reset (not at a soft reboot), ESP-IDF's second-stage bootloader
+  (host_tools/vboard/otadata.py): it keeps otadata by ESP-IDF's rollback
+  rules and reports the app partition it booted on the GPIO channel; the
+  interpreter stays the host's unix port whatever image that partition holds.
 """
 
 import collections
@@ -37,6 +42,7 @@ import tty
 from pathlib import Path
 
 from host_tools.boards import load_board
+from host_tools.vboard.otadata import ESP_ERR_INVALID_ARG, ESP_ERR_NOT_FOUND, AppFlash, OtaDataError
 
 REPO = Path(__file__).resolve().parents[2]
 VIRTUAL_DIR = REPO / "boards" / "virtual"
@@ -225,7 +231,10 @@ def board_heap_bytes(budget32, rom_bytes=0, standins32=STANDINS_KB * 1024):
 # The stand-ins rom.py imports, compiled once per supervisor (not at every
 # boot from source): compiling in the board's heap would leave it full of
 # holes before the firmware starts, and intern every local name.
-STANDIN_MODULES = ("vboard_rom", "vboard_link", "machine", "network", "flash")
+STANDIN_MODULES = ("vboard_rom", "vboard_link", "machine", "network", "flash", "esp32")
+# What the `esp32` stand-in adds on a board with ESP32 OTA partitions (rom.py
+# imports it there only), on top of STANDINS_KB. Measured 2.8 KB.
+ESP32_STANDIN_KB = 3
 
 
 def _compile_standins(out, arch):
@@ -253,6 +262,9 @@ class VirtualBoard:
         self.standins = _compile_standins(self.root.with_name(self.root.name + ".standins"),
                                           self.board.mpy_cross_arch)
         self.uid = uid or _uid_for(self.root)
+        # ESP32 OTA partitions: their bytes in a host file, the bootloader's choice of app
+        self.app_flash = app_flash(self.root, self.board) if self.board.ota_apps else None
+        self.app = None  # the app partition the bootloader booted at the last reset
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.token = secrets.token_hex(8)
         self.roles = {str(g): r for g, r in self.board.role_of_gpio().items()}
@@ -311,7 +323,7 @@ class VirtualBoard:
         self.wdt_timeout = None
         self.wdt_deadline = None
         self.boots = 0
-        self.wake = None  # (monotonic time, mode, cause) of a board in deep sleep
+        self.wake = None  # (monotonic time, mode, cause, reset) of a board in deep sleep
         self.recent_spawns = collections.deque(maxlen=5)
         self.stopping = False
         # PGW_VBOARD_TRACE=1: console bytes and events, written to the log at exit
@@ -341,8 +353,13 @@ class VirtualBoard:
 
     # ---- the interpreter process ----
 
-    def spawn(self, mode, cause):
+    def spawn(self, mode, cause, reset=True):
+        """Start the interpreter; `reset`: a reset, not a soft reboot, so the bootloader runs first."""
         self.recent_spawns.append(time.monotonic())
+        if reset and self.app_flash is not None:
+            booted = self.app_flash.boot()
+            self.app = booted["app"] or self.app_flash.apps[0]  # no image anywhere: the unix port runs on
+            self.emit("bootloader", **booted)
         master, slave = os.openpty()
         tty.setraw(slave)
         attrs = termios.tcgetattr(slave)
@@ -364,6 +381,9 @@ class VirtualBoard:
             PGW_VBOARD_ROMFS_SEGMENTS=str(self.board.romfs_segments),
             PGW_VBOARD_HEAP_KB=str(self.heap_kb),
         )
+        if self.app_flash is not None:
+            env.update(PGW_VBOARD_FLASH=str(self.app_flash.path), PGW_VBOARD_PARTITIONS=self.app_flash.env(),
+                       PGW_VBOARD_APP=self.app)
         cmd = [micropython_path(), "-X", f"heapsize={self.heapsize()}", "-i", str(ROM)]
 
         def controlling_tty():
@@ -391,7 +411,8 @@ class VirtualBoard:
         """-X heapsize: the board's budget (32-bit KB, scaled to this build's
         word size), plus what a board keeps in flash and the virtual board in
         its heap: the ROM partition and the stand-in modules (boards/virtual/vboard_rom.py)."""
-        return board_heap_bytes(self.heap_kb * 1024, self.board.romfs_bytes)
+        standins = (STANDINS_KB + (ESP32_STANDIN_KB if self.app_flash is not None else 0)) * 1024
+        return board_heap_bytes(self.heap_kb * 1024, self.board.romfs_bytes, standins)
 
     def kill(self, cause, mode="friendly", soft_banner=False, delay_s=0.0):
         """End the interpreter now; it boots again with the given reset cause."""
@@ -403,7 +424,7 @@ class VirtualBoard:
         self.unanswered = bytearray()
         if self.proc is None:  # asleep: the reset wakes it at once
             self.wake = None
-            self.spawn(mode, cause)
+            self.spawn(mode, cause, reset=not soft_banner)
             return
         if self.pending is None:
             self.pending = (cause, mode, soft_banner, delay_s)
@@ -422,9 +443,11 @@ class VirtualBoard:
         if self.stopping:
             return
         self.hush = False
+        reset = False  # a soft reboot or a Ctrl-C restart: the bootloader does not run
         if self.pending is not None:
             cause, mode, soft_banner, delay_s = self.pending
             self.pending = None
+            reset = not soft_banner
         elif code >= 0:
             # Ctrl-D or sys.exit() at a REPL ends the unix port; a board
             # soft-reboots and keeps its reset cause. From the raw REPL
@@ -445,6 +468,7 @@ class VirtualBoard:
             self.hush = mode == "raw"
         else:
             cause, mode, soft_banner, delay_s = "HARD_RESET", "friendly", False, 0.0
+            reset = True
             self.console.write(b"\r\n[vboard] interpreter died (signal %d): hard reset\r\n" % -code)
         if soft_banner:
             self.console.write(SOFT_REBOOT)
@@ -454,9 +478,9 @@ class VirtualBoard:
             delay_s = 0.5  # a boot loop: pace it as a real board's boot time would
         if delay_s:
             # Deep sleep (or a paced boot loop): off until the timer wakes it.
-            self.wake = (now + min(delay_s, 3600.0), mode, cause)
+            self.wake = (now + min(delay_s, 3600.0), mode, cause, reset)
             return
-        self.spawn(mode, cause)
+        self.spawn(mode, cause, reset)
 
     def _close_board_conns(self):
         for s in [self.board_conn, *self.uart_conns, *self.pending_conns]:
@@ -576,6 +600,8 @@ class VirtualBoard:
                 self._listen()
         elif op == "i2c":
             self._board_send(self._i2c(parts[1:]))
+        elif op == "ota":
+            self._board_send(self._ota(parts[1:]))
         else:
             self.log(f"vboard: unknown message from board: {line!r}")
 
@@ -594,6 +620,27 @@ class VirtualBoard:
             return "i2c ok"
         except (IndexError, ValueError, OSError):
             return "i2c nack"
+
+    def _ota(self, args):
+        # ESP-IDF's side of the esp32 stand-in: "ota ok [label]" or "ota err CODE"
+        if self.app_flash is None or not args:
+            return "ota err %d" % ESP_ERR_NOT_FOUND
+        try:
+            if args[0] == "boot":
+                return "ota ok " + self.app_flash.boot_partition()
+            if args[0] == "set_boot" and len(args) == 2:
+                entry = self.app_flash.set_boot(args[1])
+                self.emit("otadata", op="set_boot", app=args[1], ota_seq=entry.seq, state="NEW")
+                return "ota ok"
+            if args[0] == "valid":
+                entry = self.app_flash.mark_valid()
+                self.emit("otadata", op="mark_app_valid_cancel_rollback", app=self.app,
+                          ota_seq=entry.seq if entry else None, state="VALID")
+                return "ota ok"
+        except OtaDataError as e:
+            self.emit("otadata", op=args[0], error=str(e), code=e.code)
+            return "ota err %d" % e.code
+        return "ota err %d" % ESP_ERR_INVALID_ARG
 
     def _board_send(self, line):
         if self.board_conn is not None:
@@ -846,9 +893,9 @@ class VirtualBoard:
         if self.proc is not None and self.proc.poll() is not None:
             self._reap()
         if self.wake is not None and time.monotonic() >= self.wake[0]:
-            _, mode, cause = self.wake
+            _, mode, cause, reset = self.wake
             self.wake = None
-            self.spawn(mode, cause)
+            self.spawn(mode, cause, reset)
 
     def shutdown(self):
         self.stopping = True
@@ -869,6 +916,13 @@ class VirtualBoard:
         for alias in self.extra_links:
             if alias.is_symlink():
                 alias.unlink()
+
+
+def app_flash(root, board):
+    """The ESP32 app partitions and otadata of the virtual board at `root`:
+    a host file beside it, `<root>.flash`, erased when new."""
+    root = Path(root).resolve()
+    return AppFlash(root.with_name(root.name + ".flash"), board.flash["partitions"])
 
 
 def _refuse_if_in_use(link):

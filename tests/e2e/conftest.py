@@ -49,7 +49,8 @@ class Publisher:
 
 
 @contextlib.contextmanager
-def household_rig(tmp, broker, community, start, rate, house, config, ready=r"mqtt: connected"):
+def household_rig(tmp, broker, community, start, rate, house, config, ready=r"mqtt: connected",
+                  board="virtual"):
     """A household on a virtual board: a grid meter (pymodbus SDM630, unit 1)
     and a hybrid inverter (pymodbus SunSpec, unit 2) simulating `house` on
     a clock from `start` at `rate`, NTP from that clock, a hub and a
@@ -58,7 +59,8 @@ def household_rig(tmp, broker, community, start, rate, house, config, ready=r"mq
     the community, clock, MQTT, NTP, hub key and the two meters, until it
     has connected and set its clock and the console shows `ready`.
     Yields a SimpleNamespace: vb, con, hub, kid, cose_key, clock, house,
-    sim, pub, config and topic (the board's `in` topic)."""
+    sim, pub, config and topic (the board's `in` topic). `board`: the
+    virtual board's board file."""
     from host_tools.hub.service import HubService
     from host_tools.sim.household import Clock
     from host_tools.sim.modbus_devices import ModbusSimulator
@@ -75,7 +77,7 @@ def household_rig(tmp, broker, community, start, rate, house, config, ready=r"mq
         assert hub.connected.wait(10)
         pub = Publisher(broker.port, community + "-test")
         stack.callback(pub.close)
-        vb = stack.enter_context(VirtualBoardProcess(tmp / "flash", tmp / "vb.tty"))
+        vb = stack.enter_context(VirtualBoardProcess(tmp / "flash", tmp / "vb.tty", board=board))
         vb.channel.wait_kind("ready", timeout=20)
         con, cose_key, kid = deploy_and_enrol(vb, hub)
         stack.callback(con.close)
