@@ -155,6 +155,18 @@ def _ota(args):
     return run(args)
 
 
+def _hil_args(p):
+    from host_tools.hil.runner import add_arguments
+
+    add_arguments(p)
+
+
+def _hil(args):
+    from host_tools.hil.runner import run
+
+    return run(args)
+
+
 COMMANDS = {
     "vboard": (_vboard_args, _vboard, "run a virtual board: the firmware on MicroPython behind a pty"),
     "gpio": (_gpio_args, _gpio, "watch a virtual board's GPIO channel and set its inputs"),
@@ -167,6 +179,7 @@ COMMANDS = {
     "hub": (_hub_args, _hub, "the neighbourhood hub: checks, stores and acknowledges the gateways' messages"),
     "ledger": (_ledger_args, _ledger, "audit the hub's ledger: ledger verify DB | ledger export DB --out FILE"),
     "ota": (_ota_args, _ota, "signed update bundles: ota keygen | ota build | ota show"),
+    "hil": (_hil_args, _hil, "hardware-in-the-loop cases on a virtual or a real board, with a JUnit report"),
 }
 
 
