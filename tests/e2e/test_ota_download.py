@@ -168,9 +168,10 @@ def flipped(data, at):
     return data[:at] + bytes((data[at] ^ 0x01,)) + data[at + 1:]
 
 
-def test_a_bad_bundle_is_refused_and_the_board_runs_on(rig, release):
+def test_a_bad_bundle_is_refused_and_the_board_runs_on(rig, release, monkeypatch):
     """Acceptance 3 (docs/ota.md, "What the device refuses"): a bad signature,
-    another board class, an older seq, a wrong digest, a truncated bundle."""
+    another board class, an older seq, a wrong digest, a truncated bundle;
+    and a full ESP32 image for a board without OTA app partitions."""
     running = NEXT if "seq 1" in rig.con.command("status", "firmware", timeout=20) else BASE
     assert running == NEXT, "runs after the download test, on seq 1"
     compromised(rig)
@@ -184,12 +185,18 @@ def test_a_bad_bundle_is_refused_and_the_board_runs_on(rig, release):
         ("digest", flipped(good, len(good) - 100)),  # in the code: found at its end
         ("truncated", good[:-3000]),
     )
+    # `pgw ota build` refuses an image for this board; a release tool that did not
+    monkeypatch.setattr(ota, "_ota_partition_size", lambda board: 1 << 20)
+    monkeypatch.setattr(virtual, "ota_apps", [("ota_0", 0x10000, 1 << 20), ("ota_1", 0x110000, 1 << 20)])
+    image = b"\xe9" + bytes(4095)
+    cases += (("components: this device cannot install a firmware",
+               ota.build_bundle(virtual, release, 2, "0.0.2", firmware=image, files=variant(rig.tmp, "0.0.2-v")).data),)
     for why, data in cases:
         mark = rig.con.mark()
         t, done = offer(rig, data)
         wait(rig, r"ota: bundle refused: %s.*keeping seq 1" % why, mark, 90)
         t.join(60)
-        answer = rig.con.command("status", "firmware", timeout=20)
+        answer = rig.con.command("status", "slot 1, seq 1", timeout=20)
         assert re.search(r"^firmware +%s\r?$" % re.escape(running), answer, re.M), (why, answer)
         assert re.search(r"^ota +slot 1, seq 1", answer, re.M), (why, answer)
         assert progress(rig) == ["done", hashlib.sha256(data).hexdigest()], (why, progress(rig))
