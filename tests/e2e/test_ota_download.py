@@ -169,7 +169,7 @@ def flipped(data, at):
 
 
 def test_a_bad_bundle_is_refused_and_the_board_runs_on(rig, release, monkeypatch):
-    """Acceptance 3 (docs/ota.md, "What the device refuses"): a bad signature,
+    """Acceptance 3 (docs/ota.md, "What a device accepts"): a bad signature,
     another board class, an older seq, a wrong digest, a truncated bundle;
     and a full ESP32 image for a board without OTA app partitions."""
     running = NEXT if "seq 1" in rig.con.command("status", "firmware", timeout=20) else BASE
