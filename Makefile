@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench fuzz soak hub-soak venv clean ensure-broker ensure-chromium
+.PHONY: test demo bench fuzz soak hub-soak ota-soak venv clean ensure-broker ensure-chromium
 
 venv: $(STAMP)
 
@@ -67,3 +67,10 @@ soak: $(STAMP) ensure-broker
 # (tests/host/test_hub_kills.py, docs/hub.md): about 2 minutes.
 hub-soak: $(STAMP) ensure-broker
 	PGW_HUB_SOAK=1 $(PY) -m pytest -s tests/host/test_hub_kills.py
+
+# An OTA download interrupted at every chunk boundary of the bundle, by a cut
+# link and by SIGKILL of the board, instead of make test's sample
+# (tests/e2e/test_ota_interrupt.py, docs/ota.md "Interrupted updates"):
+# about 15 minutes (329 boundaries each way).
+ota-soak: $(STAMP) ensure-broker
+	PGW_OTA_INTERRUPTS=all $(PY) -m pytest --durations=2 tests/e2e/test_ota_interrupt.py

@@ -153,6 +153,11 @@ class OtaDownload:
         self.refused = None  # SHA-256 of the last bundle refused or staged: not fetched again
         self._skip = 0  # bytes of the next chunk already stored (a resume inside a chunk)
         p = _line(_PROGRESS)
+        if len(p) == 4 and int(p[3]) and install.load().ready:
+            # staged, then a reboot before its done line: it is done (a download
+            # with no code stored yet is not what the record says is ready)
+            p = ["done", p[0]]
+            boot.write_atomic(_PROGRESS, "done %s\n" % p[1])
         if len(p) == 2 and p[0] == "done":
             self.refused = bytes.fromhex(p[1])
             if install.load().ready:  # staged before a reboot: it still switches at a safe moment
@@ -183,7 +188,15 @@ class OtaDownload:
         if m.type != messages.OTA:
             return
         sha, url = m["sha256"], m.fields.get("url") or ""
-        if sha == self.refused or (self.target is not None and self.target[0] == sha):
+        if sha == self.refused:
+            return
+        if self.target is not None and self.target[0] == sha:
+            # Again: retained after every reconnect, and each minute. What was
+            # asked on a lost link is lost with it: ask again from here, now.
+            if self.reader is not None:
+                self.asked = self.next
+                self.log("ota: at chunk %d of %d: asking again" % (self.next, -(-self.target[1] // _CHUNK)))
+                self.wake.set()
             return
         if self.state in ("staged", "switching") or not url.startswith("ota/"):
             return
