@@ -122,6 +122,14 @@ def errors(rows):
     return {} if text == "none" else {k: int(v) for k, v in (e.split("=") for e in text.split())}
 
 
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A release key for OTA bundles (host_tools.ota.ReleaseKey), one per test module."""
+    from host_tools import ota
+
+    return ota.keygen(tmp_path_factory.mktemp("release") / "release.pem")
+
+
 @pytest.fixture
 def vboard(tmp_path):
     """A virtual board with an empty flash."""

@@ -32,11 +32,6 @@ START = datetime.datetime(2025, 6, 21, 12, 0, 0, tzinfo=UTC)
 RATE = 60  # 1-minute intervals: a READING, and so an ACK, every second
 
 
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    return ota.keygen(tmp_path_factory.mktemp("release") / "release.pem")
-
-
 def variant(tmp, version):
     """This checkout's code for the virtual board, with another VERSION."""
     board = load_board("virtual")

@@ -67,11 +67,6 @@ def variant(tmp, version, never_healthy=False):
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    return ota.keygen(tmp_path_factory.mktemp("release") / "release.pem")
-
-
-@pytest.fixture(scope="module")
 def rig(tmp_path_factory, broker, release):
     house = Household(seed=7, start=START - datetime.timedelta(days=1), ev=False)
     config = {"interval_min": 1, "healthy_after_s": 2, "ota": {"trial_s": TRIAL_S, "key": release.cose_key().hex()}}

@@ -51,11 +51,6 @@ ALL = os.environ.get("PGW_OTA_INTERRUPTS") == "all"
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    return ota.keygen(tmp_path_factory.mktemp("release") / "release.pem")
-
-
-@pytest.fixture(scope="module")
 def rig(tmp_path_factory, broker, release):
     house = Household(seed=7, start=START - datetime.timedelta(days=1), ev=False)
     with NetProxy("127.0.0.1", broker.port) as proxy:
