@@ -345,7 +345,7 @@ def describe(data: bytes, name: str = "bundle") -> list:
 def add_arguments(p):
     sub = p.add_subparsers(dest="ota_command", required=True, metavar="keygen|build|show|publish")
     k = sub.add_parser("keygen", help="make a release key (P-256, PEM) and print its COSE_Key for device configs")
-    k.add_argument("--out", required=True, metavar="FILE", help="where to write the private key (not overwritten)")
+    k.add_argument("--out", required=True, metavar="FILE", help="where to write the private key (not overwritten); its public COSE_Key goes beside it (.cose)")
     b = sub.add_parser("build", help="build and sign the update bundle of this checkout for a board")
     b.add_argument("--board", required=True, help="board definition (name or .json path)")
     b.add_argument("--key", required=True, metavar="PEM", help="the release key (from `pgw ota keygen`)")
@@ -430,7 +430,12 @@ def _publish(args):
 
 def _keygen(args):
     key = keygen(args.out)
+    # the public half beside it, as `pgw provision keygen` does: what
+    # `pgw provision --ota-key`, `pgw hub --release-key` and `show --pub` take
+    pub = Path(args.out).with_suffix(".cose")
+    pub.write_bytes(key.cose_key())
     print(f"release key written to {args.out} (keep it offline: it can update every gateway that trusts it)")
+    print(f"public key written to {pub}")
     print(f"kid       {key.kid.hex()}")
     print(f"cose_key  {key.cose_key().hex()}")
     return 0

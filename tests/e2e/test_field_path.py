@@ -51,8 +51,8 @@ def street(tmp_path_factory, broker):
 
     tmp = tmp_path_factory.mktemp("field")
     run_tool("pgw", "provision", "keygen", "--out", tmp / "installer.pem")
-    release = ota.keygen(tmp / "release.pem")
-    (tmp / "release.cose").write_bytes(release.cose_key())
+    run_tool("pgw", "ota", "keygen", "--out", tmp / "release.pem")  # and release.cose beside it
+    release = ota.ReleaseKey.load(tmp / "release.pem")
     clock = Clock(start=START, speed=RATE)
     homes = []
     for i, kind in enumerate(("pv", "consumer")):

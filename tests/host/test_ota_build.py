@@ -135,6 +135,7 @@ def test_keygen_prints_the_cose_key_and_refuses_to_overwrite(tmp_path, capsys):
     out = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[1:])
     kid, pub = cose.decode_key(bytes.fromhex(out["cose_key"]))
     assert pub == _pub(key) and kid.hex() == out["kid"] == cose.device_id(*pub).hex()
+    assert key.with_suffix(".cose").read_bytes().hex() == out["cose_key"]  # the public half, beside it
     assert key.stat().st_mode & 0o077 == 0  # the owner's alone
     before = key.read_bytes()
     assert pgw(["ota", "keygen", "--out", str(key)]) == 1
