@@ -153,14 +153,15 @@ class OtaDownload:
         self.refused = None  # SHA-256 of the last bundle refused or staged: not fetched again
         self._skip = 0  # bytes of the next chunk already stored (a resume inside a chunk)
         p = _line(_PROGRESS)
-        if len(p) == 4 and int(p[3]) and install.load().ready:
+        ready = install.load().ready
+        if len(p) == 4 and int(p[3]) and ready:
             # staged, then a reboot before its done line: it is done (a download
             # with no code stored yet is not what the record says is ready)
             p = ["done", p[0]]
             boot.write_atomic(_PROGRESS, "done %s\n" % p[1])
         if len(p) == 2 and p[0] == "done":
             self.refused = bytes.fromhex(p[1])
-            if install.load().ready:  # staged before a reboot: it still switches at a safe moment
+            if ready:  # staged before a reboot: it still switches at a safe moment
                 self.state = "staged"
                 self.wake.set()
         elif len(p) == 4:
@@ -259,7 +260,8 @@ class OtaDownload:
             self._done()
             return
         at, code = self.code_at, self.code_size
-        at -= (at - code) % _BLOCK if at > code else at % _BLOCK if at < code else 0
+        if at != code:  # a whole block of the code, or of the image after it; or the code's very end
+            at -= (at - (code if at > code else 0)) % _BLOCK
         sha, size, bid = self.target
         boot.write_atomic(_PROGRESS, "%s %d %s %d\n" % (sha.hex(), size, bid, at))
         self.saved_at = at

@@ -4,6 +4,7 @@ or a USB-RS485 adapter on the board's bus), read by the firmware's own
 Modbus meter driver on the board."""
 
 import datetime
+import json
 import time
 
 from host_tools.hil.case import METER_LINE, RAW_REPL, Skip, needs
@@ -11,16 +12,15 @@ from host_tools.hil.case import METER_LINE, RAW_REPL, Skip, needs
 ORDER = 20
 NOW = datetime.datetime(2025, 6, 21, 10, 0, 7, tzinfo=datetime.timezone.utc)
 
-# The board half: the firmware's meter service builds the driver for one
-# meter on the board's RS-485 bus (its UART, pins and direction pin from
-# /board.json), then polls when the host says the meter is there.
-BOARD = """
+# The board half's start, for one meter config (JSON): the firmware's
+# meter service builds its driver on the board's RS-485 bus (its UART, pins
+# and direction pin from /board.json); then the case's own main().
+SETUP = """
 import asyncio, gc, meterconfig
 from gateway import board as gboard
 from gateway.meters import MeterError
 from gateway.meters.service import MeterService
-cfgs, errs = meterconfig.validate_meters([{"name": "grid", "protocol": "modbus-rtu", "unit": 1,
-                                           "profile": "sdm630", "timeout_ms": 500}])
+cfgs, errs = meterconfig.validate_meters([%s])
 if errs:
     raise ValueError(errs)
 del meterconfig, sys.modules["meterconfig"]  # used once, as the app drops it after boot
@@ -29,6 +29,11 @@ svc = MeterService(cfgs, gboard.load(), print)
 h = svc.find("grid")
 if h.driver is None:
     raise ValueError(h.problem)
+"""
+
+# Polls when the host says the meter is there; then once more through a bad CRC.
+BOARD = SETUP % json.dumps({"name": "grid", "protocol": "modbus-rtu", "unit": 1, "profile": "sdm630",
+                            "timeout_ms": 500}) + """
 hil.set("device", h.driver.where)
 hil.next("ready")
 hil.wait("meter")
@@ -99,19 +104,7 @@ DLMS_METER = {"name": "grid", "protocol": "dlms-hdlc", "security": "hls-gmac", "
               "system_title": "5047574757000001", "timeout_ms": 1000,
               "registers": ["1-0:1.8.0", "1-0:2.8.0", "1-0:16.7.0", "1-0:32.7.0"]}
 
-DLMS_BOARD = """
-import asyncio, gc, meterconfig
-from gateway import board as gboard
-from gateway.meters.service import MeterService
-cfgs, errs = meterconfig.validate_meters([%s])
-if errs:
-    raise ValueError(errs)
-del meterconfig, sys.modules["meterconfig"]
-gc.collect()
-svc = MeterService(cfgs, gboard.load(), print)
-h = svc.find("grid")
-if h.driver is None:
-    raise ValueError(h.problem)
+DLMS_BOARD = SETUP + """
 hil.next("ready")
 hil.wait("meter")
 async def main():
@@ -128,7 +121,6 @@ asyncio.run(main())
 @needs(RAW_REPL, METER_LINE)
 def case_dlms_meter_read_by_the_board_over_hls_gmac(hil):
     """the board's DLMS driver associates with HLS-GMAC over HDLC and reads registers with their scalers"""
-    import json
 
     from host_tools.sim.household import Clock, Household
 
